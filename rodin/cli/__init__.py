@@ -1,0 +1,1 @@
+"""The `rodin` command: one verb per job."""

@@ -1,0 +1,84 @@
+"""Entry point of the `rodin` command.
+
+Expected failures (RodinError) become one line on stderr and exit code 2; `--debug` shows the
+traceback instead. Verbs live in their own modules and are registered here.
+"""
+
+from __future__ import annotations
+
+import json
+import sys
+
+import typer
+
+from rodin.errors import RodinError
+
+app = typer.Typer(
+    name="rodin",
+    help="Rodin: sculpt 3D avatars as tri-plane radiance fields with diffusion.",
+    no_args_is_help=True,
+    pretty_exceptions_enable=False,
+    add_completion=False,
+)
+
+
+@app.callback()
+def _root(
+    debug: bool = typer.Option(False, "--debug", help="Show full tracebacks on errors."),
+) -> None:
+    """Rodin: sculpt 3D avatars as tri-plane radiance fields with diffusion."""
+
+
+@app.command("bench")
+def bench(
+    name: str = typer.Argument(..., help="Benchmark to run: synth, decode or fit."),
+    quick: bool = typer.Option(False, "--quick", help="A smaller, faster run (for smoke tests)."),
+) -> None:
+    """Run a benchmark; prints a table, then one JSON object with the figures as the last line."""
+    from rich.console import Console
+    from rich.table import Table
+
+    from rodin.bench import run_benchmark
+
+    result = run_benchmark(name, quick=quick)
+    table = Table(title=result.title)
+    table.add_column("measure")
+    table.add_column("value", justify="right")
+    for what, value in result.rows:
+        table.add_row(what, value)
+    Console(stderr=False).print(table)
+    print(json.dumps(result.figures), flush=True)
+
+
+def _register() -> None:
+    from rodin.cli import data, fit, render
+
+    app.add_typer(data.app, name="data")
+    app.command("fit")(fit.fit)
+    app.command("render")(render.render)
+    app.command("demo")(render.demo)
+
+
+def main(argv: list[str] | None = None) -> None:
+    argv = list(sys.argv[1:] if argv is None else argv)
+    debug = "--debug" in argv
+    _register()
+    try:
+        app(args=argv, prog_name="rodin", standalone_mode=True)
+    except RodinError as err:
+        if debug:
+            raise
+        typer.echo(f"error: {err}", err=True)
+        sys.exit(2)
+    except KeyboardInterrupt:
+        typer.echo("interrupted", err=True)
+        sys.exit(130)
+    except Exception as err:  # a bug: still one line unless --debug
+        if debug:
+            raise
+        typer.echo(f"internal error: {type(err).__name__}: {err} (run with --debug for details)", err=True)
+        sys.exit(1)
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,1 @@
+"""Procedural avatars, NeRF-synthetic reading and writing, dataset index."""

@@ -1,0 +1,1 @@
+"""Stage 1: shared-decoder tri-plane fitting and the tri-plane store."""

@@ -1,0 +1,314 @@
+"""`rodin fit`: a dataset in, a shared decoder and a tri-plane store out, resumable.
+
+RUN/
+  decoder/            config.json, model.safetensors, template.safetensors (mean joint tri-plane)
+  triplanes/          the TriplaneStore (planes.npy, subjects.json, stats.safetensors)
+  checkpoint/         joint-stage state while it runs (decoder, planes, optimiser, progress)
+  subject_metrics.json, metrics.json, fit_config.json
+"""
+
+from __future__ import annotations
+
+import json
+import time
+from collections.abc import Callable
+from dataclasses import asdict, dataclass
+from pathlib import Path
+
+import torch
+from safetensors.torch import load_file, save
+
+from rodin.config import FitConfig, Preset
+from rodin.errors import DataError, FitError, RodinError
+from rodin.eval.metrics import psnr, ssim
+from rodin.fit.fitter import cosine_factor, fit_frozen, fit_step
+from rodin.fit.store import TriplaneStore
+from rodin.fit.subject import FitSubject, prepare_subject
+from rodin.io import write_atomic, write_json
+from rodin.modeling import load_component, save_component
+from rodin.render.volume import occupancy_from_density, render_views
+from rodin.triplane.decoder import TriplaneDecoder
+from rodin.triplane.triplane import init_planes
+
+DECODER_KIND = "triplane-decoder"
+
+
+@dataclass
+class SubjectSource:
+    id: str
+    path: Path
+    split: str
+
+
+@dataclass
+class LoadOptions:
+    up: str = "auto"
+    bound: float | None = None
+    resolution: int | None = None
+
+
+def list_sources(data: Path) -> list[SubjectSource]:
+    """Subjects of a dataset folder (with index.json), of a folder of subject folders, or one subject."""
+    from rodin.data.nerf import list_subjects
+
+    data = Path(data)
+    splits: dict[str, str] = {}
+    index = data / "index.json"
+    if index.is_file():
+        try:
+            for entry in json.loads(index.read_text()).get("subjects", []):
+                splits[str(entry["id"])] = str(entry.get("split", "train"))
+        except (json.JSONDecodeError, KeyError, TypeError, AttributeError) as err:
+            raise DataError(f"{index}: malformed dataset index ({err})") from None
+    return [SubjectSource(p.name, p, splits.get(p.name, "train")) for p in list_subjects(data)]
+
+
+def load_fit_subject(source: SubjectSource, *, config: FitConfig, options: LoadOptions) -> FitSubject:
+    from rodin.data.nerf import load_subject
+
+    views = load_subject(source.path, up=options.up, bound=options.bound, resolution=options.resolution)
+    return prepare_subject(source.id, views.images, views.c2w, views.fov_x, heldout=config.heldout_views,
+                           hull_resolution=config.hull_resolution)
+
+
+@torch.no_grad()
+def heldout_metrics(subject: FitSubject, planes: torch.Tensor, decoder: TriplaneDecoder,
+                    preset: Preset) -> dict[str, float]:
+    """Render the views kept out of fitting exactly as `rodin render` would, and score them."""
+    if len(subject.heldout_views) == 0:
+        return {}
+    r = preset.render
+    occupancy = occupancy_from_density(planes, decoder, resolution=r.occupancy_resolution,
+                                       threshold=r.occupancy_threshold)
+    rgb, _, _ = render_views(planes, decoder, subject.c2w[subject.heldout_views], subject.fov_x,
+                             subject.resolution, samples=r.samples, importance=r.importance,
+                             occupancy=occupancy, background=r.background)
+    target = subject.rgb[subject.heldout_views]
+    p = psnr(rgb, target)
+    s = ssim(rgb, target)
+    return {"psnr": float(p.mean()), "psnr_min": float(p.min()), "ssim": float(s.mean())}
+
+
+class JointCheckpoint:
+    """Decoder, planes and both optimisers of the joint stage, plus where it stopped."""
+
+    def __init__(self, root: Path) -> None:
+        self.tensors = root / "joint.safetensors"
+        self.state = root / "joint.json"
+
+    def exists(self) -> bool:
+        return self.tensors.is_file() and self.state.is_file()
+
+    def save(self, decoder, planes, optimizers, progress: dict) -> None:
+        tensors = {f"decoder.{k}": v.detach().clone() for k, v in decoder.state_dict().items()}
+        for i, p in enumerate(planes):
+            tensors[f"planes.{i}"] = p.detach().clone()
+        groups = []
+        for name, opt in optimizers.items():
+            state = opt.state_dict()
+            for pid, entry in state["state"].items():
+                for key, value in entry.items():
+                    tensors[f"opt.{name}.{pid}.{key}"] = torch.as_tensor(value).clone()
+            groups.append({"name": name, "param_groups": state["param_groups"]})
+        self.tensors.parent.mkdir(parents=True, exist_ok=True)
+        write_atomic(self.tensors, save(tensors))
+        write_json(self.state, {"progress": progress, "optimizers": groups})
+
+    def load(self, decoder, planes, optimizers) -> dict:
+        tensors = load_file(str(self.tensors))
+        info = json.loads(self.state.read_text())
+        decoder.load_state_dict({k[8:]: v for k, v in tensors.items() if k.startswith("decoder.")})
+        with torch.no_grad():
+            for i, p in enumerate(planes):
+                p.copy_(tensors[f"planes.{i}"])
+        for entry in info["optimizers"]:
+            name = entry["name"]
+            state: dict = {}
+            prefix = f"opt.{name}."
+            for key, value in tensors.items():
+                if key.startswith(prefix):
+                    pid, field = key[len(prefix):].split(".", 1)
+                    state.setdefault(int(pid), {})[field] = value
+            optimizers[name].load_state_dict({"state": state, "param_groups": entry["param_groups"]})
+        return info["progress"]
+
+
+def fit_dataset(
+    data: Path,
+    out: Path,
+    *,
+    preset: Preset,
+    decoder_path: Path | None = None,
+    max_subjects: int | None = None,
+    options: LoadOptions | None = None,
+    log: Callable[[str], None] = print,
+    show_progress: bool = True,
+) -> dict:
+    """Fit every subject of `data` into the store under `out`; returns the metrics dict."""
+    from tqdm import tqdm
+
+    options = options or LoadOptions()
+    config, tri = preset.fit, preset.triplane
+    out = Path(out)
+    sources = list_sources(data)
+    if max_subjects is not None:
+        sources = sources[:max_subjects]
+    if not sources:
+        raise DataError(f"{data}: no subjects found")
+    out.mkdir(parents=True, exist_ok=True)
+    write_json(out / "fit_config.json", {"data": str(data), "preset": preset.name,
+                                         "fit": asdict(config), "triplane": asdict(tri),
+                                         "decoder": asdict(preset.decoder), "render": asdict(preset.render),
+                                         "load": asdict(options), "pretrained_decoder": str(decoder_path or "")})
+    store = TriplaneStore.create(out / "triplanes", [s.id for s in sources], [s.split for s in sources],
+                                 (3, tri.channels, tri.resolution, tri.resolution))
+    metrics_path = out / "subject_metrics.json"
+    subject_metrics: dict[str, dict] = json.loads(metrics_path.read_text()) if metrics_path.is_file() else {}
+    timings: dict[str, float] = {}
+
+    def record(batch: list[int], subjects: list[FitSubject], planes: torch.Tensor, decoder) -> None:
+        for k, row in enumerate(batch):
+            subject_metrics[store.ids[row]] = heldout_metrics(subjects[k], planes[k:k + 1], decoder, preset)
+        store.put(batch, planes)
+        write_json(metrics_path, subject_metrics)
+
+    def load_rows(rows: list[int]) -> tuple[list[int], list[FitSubject]]:
+        kept, subjects = [], []
+        for row in rows:
+            try:
+                subjects.append(load_fit_subject(sources[row], config=config, options=options))
+                kept.append(row)
+            except RodinError as err:
+                log(f"skipping {sources[row].id}: {err}")
+                store.mark_failed(row, str(err))
+        return kept, subjects
+
+    # Stage A: the shared decoder, fitted jointly with a first group of subjects.
+    decoder_dir = Path(decoder_path) if decoder_path else out / "decoder"
+    start = time.perf_counter()
+    if (decoder_dir / "model.safetensors").is_file():
+        decoder = load_component(TriplaneDecoder, type(preset.decoder), decoder_dir, kind=DECODER_KIND)
+        if decoder.config.features != tri.channels:
+            raise DataError(f"{decoder_dir}: decoder reads {decoder.config.features} channels, "
+                            f"preset {preset.name} fits {tri.channels}")
+    elif decoder_path:
+        raise DataError(f"{decoder_path}: no decoder here (expected config.json and model.safetensors)")
+    else:
+        decoder = _joint_stage(sources, store, out, preset, options, log, record, load_rows, show_progress)
+        save_component(decoder, decoder_dir, kind=DECODER_KIND)
+    timings["joint_s"] = time.perf_counter() - start
+    template_path = decoder_dir / "template.safetensors"
+    template = load_file(str(template_path))["planes"] if template_path.is_file() else None
+
+    # Stage B: everyone else, many at once, decoder frozen.
+    start = time.perf_counter()
+    todo = [i for i, done in enumerate(store.done) if not done and store.ids[i] not in store.failed]
+    fitted = 0
+    batches = [todo[i:i + config.batch_subjects] for i in range(0, len(todo), config.batch_subjects)]
+    bar = tqdm(batches, desc="fit (frozen decoder)", unit="batch", disable=not show_progress, leave=False)
+    for batch in bar:
+        rows, subjects = load_rows(batch)
+        if not rows:
+            continue
+        fitted += _fit_frozen_rows(rows, subjects, decoder, template, preset, store, record, log, bar)
+    timings["frozen_s"] = time.perf_counter() - start
+    timings["frozen_subjects"] = fitted
+
+    stats = store.compute_stats()
+    metrics = _summarise(subject_metrics, store, timings)
+    metrics["stats_channels"] = int(stats.mean.numel())
+    write_json(out / "metrics.json", metrics)
+    return metrics
+
+
+def _fit_frozen_rows(rows, subjects, decoder, template, preset, store, record, log, bar) -> int:
+    config, tri = preset.fit, preset.triplane
+    gen = torch.Generator().manual_seed(config.seed * 1_000_003 + rows[0])
+    init = init_planes(len(rows), tri.channels, tri.resolution, generator=gen)
+    if template is not None:
+        init = init + template
+    planes = [torch.nn.Parameter(p.clone()) for p in init]
+
+    def show(step, stats):
+        if step % 10 == 0:
+            bar.set_postfix(psnr=f"{stats.psnr:.1f}")
+
+    try:
+        fit_frozen(subjects, planes, decoder, config=config, triplane=tri, generator=gen, on_step=show)
+    except FitError:
+        if len(rows) == 1:
+            log(f"{store.ids[rows[0]]}: loss became NaN or infinite; subject skipped")
+            store.mark_failed(rows[0], "loss became NaN or infinite")
+            return 0
+        # Find the culprit: fit each subject alone; the others go on.
+        return sum(_fit_frozen_rows([r], [s], decoder, template, preset, store, record, log, bar)
+                   for r, s in zip(rows, subjects))
+    record(rows, subjects, torch.stack([p.detach() for p in planes]), decoder)
+    return len(rows)
+
+
+def _joint_stage(sources, store, out, preset, options, log, record, load_rows, show_progress):
+    from tqdm import tqdm
+
+    config, tri = preset.fit, preset.triplane
+    candidates = [i for i, s in enumerate(sources) if s.split == "train"] or list(range(len(sources)))
+    rows, subjects = load_rows(candidates[:config.joint_subjects])
+    if not rows:
+        raise FitError("no subject could be loaded for the joint decoder stage")
+    torch.manual_seed(config.seed)
+    decoder = TriplaneDecoder(preset.decoder)
+    gen = torch.Generator().manual_seed(config.seed)
+    planes = [torch.nn.Parameter(p) for p in init_planes(len(rows), tri.channels, tri.resolution, generator=gen)]
+    optimizers = {"planes": torch.optim.Adam(planes, lr=config.plane_lr),
+                  "decoder": torch.optim.Adam(decoder.parameters(), lr=config.decoder_lr)}
+    checkpoint = JointCheckpoint(out / "checkpoint")
+    first_round = 0
+    if checkpoint.exists():
+        progress = checkpoint.load(decoder, planes, optimizers)
+        first_round = int(progress["round"])
+        gen.set_state(torch.tensor(progress["rng"], dtype=torch.uint8))
+        log(f"resuming the joint stage at round {first_round + 1}/{config.joint_rounds}")
+    chunk = max(1, min(config.batch_subjects, len(rows)))
+    total_steps = config.joint_rounds * config.joint_steps_per_turn * -(-len(rows) // chunk)
+    bar = tqdm(total=total_steps, desc="fit (joint decoder)", unit="step", disable=not show_progress, leave=False)
+    bar.update(first_round * total_steps // config.joint_rounds)
+    step_count = first_round * total_steps // config.joint_rounds
+    for round_ in range(first_round, config.joint_rounds):
+        order = torch.randperm(len(rows), generator=gen).tolist()
+        for start in range(0, len(order), chunk):
+            members = order[start:start + chunk]
+            for _ in range(config.joint_steps_per_turn):
+                factor = cosine_factor(step_count, total_steps)
+                for group in optimizers["decoder"].param_groups:
+                    group["lr"] = config.decoder_lr * factor
+                stats = fit_step([subjects[m] for m in members], [planes[m] for m in members], decoder,
+                                 list(optimizers.values()), config=config, triplane=tri, generator=gen)
+                step_count += 1
+                bar.update(1)
+                bar.set_postfix(psnr=f"{stats.psnr:.1f}", round=round_ + 1)
+        checkpoint.save(decoder, planes, optimizers,
+                        {"round": round_ + 1, "rng": gen.get_state().tolist()})
+    bar.close()
+    decoder.requires_grad_(False)
+    stacked = torch.stack([p.detach() for p in planes])
+    record(rows, subjects, stacked, decoder)
+    template_path = out / "decoder" / "template.safetensors"
+    write_atomic(template_path, save({"planes": stacked.mean(0).contiguous()}))
+    return decoder
+
+
+def _summarise(subject_metrics: dict[str, dict], store: TriplaneStore, timings: dict) -> dict:
+    scored = {k: v for k, v in subject_metrics.items() if v}
+    psnrs = torch.tensor([v["psnr"] for v in scored.values()]) if scored else torch.zeros(0)
+    ssims = torch.tensor([v["ssim"] for v in scored.values()]) if scored else torch.zeros(0)
+    return {
+        "subjects": len(store.ids),
+        "subjects_fitted": int(sum(store.done)),
+        "subjects_failed": dict(store.failed),
+        "heldout_subjects": len(scored),
+        "heldout_psnr_mean": float(psnrs.mean()) if len(psnrs) else None,
+        "heldout_psnr_min": float(psnrs.min()) if len(psnrs) else None,
+        "heldout_ssim_mean": float(ssims.mean()) if len(ssims) else None,
+        "heldout_view_psnr_min": min((v["psnr_min"] for v in scored.values()), default=None),
+        **{k: round(v, 2) if isinstance(v, float) else v for k, v in timings.items()},
+    }

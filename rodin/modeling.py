@@ -1,0 +1,83 @@
+"""Components on disk: a folder with config.json and model.safetensors (never pickle).
+
+Loading checks the config strictly (unknown keys fail by name) and the weights against the
+module built from it (missing, unexpected, mis-shaped or wrong-dtype tensors fail clearly).
+"""
+
+from __future__ import annotations
+
+import json
+from dataclasses import asdict
+from pathlib import Path
+from typing import TypeVar
+
+import torch
+from safetensors import SafetensorError
+from safetensors.torch import load_file, save
+
+from rodin.config import from_dict
+from rodin.errors import ConfigError, DataError
+from rodin.io import write_atomic, write_json
+
+M = TypeVar("M", bound=torch.nn.Module)
+WEIGHTS = "model.safetensors"
+CONFIG = "config.json"
+
+
+def save_component(module: torch.nn.Module, folder: Path | str, *, kind: str) -> Path:
+    """Write `module.config` and its weights into `folder` (each file atomically)."""
+    folder = Path(folder)
+    folder.mkdir(parents=True, exist_ok=True)
+    tensors = {k: v.detach().contiguous().cpu() for k, v in module.state_dict().items()}
+    write_atomic(folder / WEIGHTS, save(tensors, metadata={"kind": kind}))
+    write_json(folder / CONFIG, {"kind": kind, "config": asdict(module.config)})
+    return folder
+
+
+def load_component(cls: type[M], config_cls: type, folder: Path | str, *, kind: str) -> M:
+    folder = Path(folder)
+    if not folder.is_dir():
+        raise DataError(f"{folder}: model folder not found")
+    config_path = folder / CONFIG
+    if not config_path.is_file():
+        raise DataError(f"{config_path}: missing (a component folder holds config.json and {WEIGHTS})")
+    try:
+        raw = json.loads(config_path.read_text())
+    except json.JSONDecodeError as err:
+        raise ConfigError(f"{config_path}: not valid JSON ({err.msg} at line {err.lineno})") from None
+    if not isinstance(raw, dict) or raw.get("kind") != kind or "config" not in raw:
+        raise ConfigError(f"{config_path}: not a {kind} config "
+                          f"(expected {{'kind': '{kind}', 'config': {{...}}}})")
+    try:
+        config = from_dict(config_cls, raw["config"])
+    except ConfigError as err:
+        raise ConfigError(f"{config_path}: {err}") from None
+    module = cls(config)
+    weights_path = folder / WEIGHTS
+    if not weights_path.is_file():
+        pickles = [p.name for p in folder.glob("*") if p.suffix in (".pt", ".pth", ".bin", ".ckpt")]
+        hint = f" (found {pickles[0]}: pickled weights are not loaded)" if pickles else ""
+        raise DataError(f"{weights_path}: missing{hint}")
+    try:
+        tensors = load_file(str(weights_path))
+    except (SafetensorError, OSError, ValueError) as err:
+        raise DataError(f"{weights_path}: unreadable safetensors file ({err})") from None
+    expected = module.state_dict()
+    missing = sorted(set(expected) - set(tensors))
+    unexpected = sorted(set(tensors) - set(expected))
+    if missing:
+        raise DataError(f"{weights_path}: missing tensor {missing[0]!r} for this config")
+    if unexpected:
+        raise DataError(f"{weights_path}: unexpected tensor {unexpected[0]!r} for this config")
+    for name, tensor in tensors.items():
+        want = expected[name]
+        if tuple(tensor.shape) != tuple(want.shape):
+            raise DataError(f"{weights_path}: tensor {name!r} has shape {tuple(tensor.shape)}, "
+                            f"config expects {tuple(want.shape)}")
+        if not tensor.dtype.is_floating_point or tensor.dtype != want.dtype and tensor.dtype not in (
+                torch.float16, torch.bfloat16, torch.float32):
+            raise DataError(f"{weights_path}: tensor {name!r} has dtype {tensor.dtype}, expected floats")
+        if not torch.isfinite(tensor).all():
+            raise DataError(f"{weights_path}: tensor {name!r} holds NaN or infinity")
+    module.load_state_dict({k: v.to(expected[k].dtype) for k, v in tensors.items()})
+    return module

@@ -1,0 +1,1 @@
+"""Cameras, rays, volume rendering, turntables and meshing."""

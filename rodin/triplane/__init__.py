@@ -1,0 +1,1 @@
+"""Tri-planes: the type, fast sampling, the shared MLP decoder."""
