@@ -46,7 +46,7 @@ class DecoderConfig:
     fourier_octaves: int = 2          # sin/cos embedding of the sampled features, as in the paper
     view_dependent: bool = True       # colour depends on the viewing direction
     extra_features: int = 0           # rendered feature channels for the refiner
-    density_bias: float = -2.0        # initial log-density bias: start nearly empty
+    density_bias: float = 0.0         # initial log-density: a light fog that gradients can shape
 
 
 @dataclass(frozen=True)
@@ -72,8 +72,8 @@ class FitConfig:
     rays_per_step: int = 2048         # across the subjects of a step, drawn as square patches
     patch: int = 8                    # patch side, pixels (the SSIM term needs neighbourhoods)
     samples: int = 32                 # stratified samples per ray inside the visual hull
-    plane_lr: float = 0.05
-    decoder_lr: float = 2e-3
+    plane_lr: float = 0.02
+    decoder_lr: float = 5e-3
     heldout_views: int = 4            # views kept out of fitting, for the metrics
     ssim_weight: float = 0.1
     mask_weight: float = 0.1          # opacity against the images' alpha
