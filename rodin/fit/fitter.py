@@ -127,7 +127,7 @@ def fit_step(
     loss.backward()
     for opt in optimizers:
         opt.step()
-    return StepStats(loss=float(loss), psnr=float(-10 * torch.log10(mse.detach().clamp_min(1e-10))))
+    return StepStats(loss=float(loss.detach()), psnr=float(-10 * torch.log10(mse.detach().clamp_min(1e-10))))
 
 
 def cosine_factor(step: int, total: int, floor: float = 0.1) -> float:

@@ -89,6 +89,26 @@ def heldout_metrics(subject: FitSubject, planes: torch.Tensor, decoder: Triplane
     return {"psnr": float(p.mean()), "psnr_min": float(p.min()), "ssim": float(s.mean())}
 
 
+class TrainingLog:
+    """A CSV of training figures, appended line by line (a crash loses at most the last line)."""
+
+    FIELDS = ("time", "stage", "round", "step", "subjects", "train_psnr")
+
+    def __init__(self, path: Path) -> None:
+        self.path = path
+        self.start = time.time()
+
+    def append(self, **values) -> None:
+        values["time"] = round(time.time() - self.start, 2)
+        if isinstance(values.get("train_psnr"), float):
+            values["train_psnr"] = round(values["train_psnr"], 3)
+        new = not self.path.exists()
+        with open(self.path, "a") as handle:
+            if new:
+                handle.write(",".join(self.FIELDS) + "\n")
+            handle.write(",".join(str(values.get(f, "")) for f in self.FIELDS) + "\n")
+
+
 class JointCheckpoint:
     """Decoder, planes and both optimisers of the joint stage, plus where it stopped."""
 
@@ -229,7 +249,10 @@ def _fit_frozen_rows(rows, subjects, decoder, template, preset, store, record, l
         init = init + template
     planes = [torch.nn.Parameter(p.clone()) for p in init]
 
+    recent: list[float] = []
+
     def show(step, stats):
+        recent.append(stats.psnr)
         if step % 10 == 0:
             bar.set_postfix(psnr=f"{stats.psnr:.1f}")
 
@@ -244,6 +267,9 @@ def _fit_frozen_rows(rows, subjects, decoder, template, preset, store, record, l
         return sum(_fit_frozen_rows([r], [s], decoder, template, preset, store, record, log, bar)
                    for r, s in zip(rows, subjects))
     record(rows, subjects, torch.stack([p.detach() for p in planes]), decoder)
+    TrainingLog(store.root.parent / "fit_log.csv").append(
+        stage="frozen", step=config.steps, subjects=" ".join(store.ids[r] for r in rows),
+        train_psnr=sum(recent[-10:]) / max(1, len(recent[-10:])))
     return len(rows)
 
 
@@ -273,10 +299,12 @@ def _joint_stage(sources, store, out, preset, options, log, record, load_rows, s
     bar = tqdm(total=total_steps, desc="fit (joint decoder)", unit="step", disable=not show_progress, leave=False)
     bar.update(first_round * total_steps // config.joint_rounds)
     step_count = first_round * total_steps // config.joint_rounds
+    log_file = TrainingLog(out / "fit_log.csv")
     for round_ in range(first_round, config.joint_rounds):
         order = torch.randperm(len(rows), generator=gen).tolist()
         for start in range(0, len(order), chunk):
             members = order[start:start + chunk]
+            turn_psnr = []
             for _ in range(config.joint_steps_per_turn):
                 factor = cosine_factor(step_count, total_steps)
                 for group in optimizers["decoder"].param_groups:
@@ -284,8 +312,12 @@ def _joint_stage(sources, store, out, preset, options, log, record, load_rows, s
                 stats = fit_step([subjects[m] for m in members], [planes[m] for m in members], decoder,
                                  list(optimizers.values()), config=config, triplane=tri, generator=gen)
                 step_count += 1
+                turn_psnr.append(stats.psnr)
                 bar.update(1)
                 bar.set_postfix(psnr=f"{stats.psnr:.1f}", round=round_ + 1)
+            log_file.append(stage="joint", round=round_ + 1, step=step_count,
+                            subjects=" ".join(sources[rows[m]].id for m in members),
+                            train_psnr=sum(turn_psnr) / len(turn_psnr))
         checkpoint.save(decoder, planes, optimizers,
                         {"round": round_ + 1, "rng": gen.get_state().tolist()})
     bar.close()

@@ -52,19 +52,15 @@ def visual_hull(alpha: Tensor, c2w: Tensor, fov_x: float, resolution: int, *,
     focal = focal_from_fov(w, fov_x)
     # A soft silhouette: dilate each mask by a pixel so thin parts survive the cell discretisation.
     mask = torch.nn.functional.max_pool2d((alpha > threshold).float()[:, None], 3, 1, 1)[:, 0] > 0.5
-    inside = torch.ones(centres.shape[0], dtype=torch.bool)
     w2c = torch.linalg.inv(c2w)
-    for k in range(v):
-        cam = centres @ w2c[k, :3, :3].T + w2c[k, :3, 3]
-        in_front = cam[:, 2] < -1e-6
-        depth = (-cam[:, 2]).clamp_min(1e-6)
-        col = cam[:, 0] / depth * focal + 0.5 * w
-        row = -cam[:, 1] / depth * focal + 0.5 * h
-        seen = in_front & (col >= 0) & (col < w) & (row >= 0) & (row < h)
-        ci = col.long().clamp(0, w - 1)
-        ri = row.long().clamp(0, h - 1)
-        fg = mask[k, ri, ci]
-        inside &= ~seen | fg
+    cam = torch.einsum("vab,nb->vna", w2c[:, :3, :3], centres) + w2c[:, None, :3, 3]   # (V, N, 3)
+    depth = (-cam[..., 2]).clamp_min(1e-6)
+    col = cam[..., 0] / depth * focal + 0.5 * w
+    row = -cam[..., 1] / depth * focal + 0.5 * h
+    seen = (cam[..., 2] < -1e-6) & (col >= 0) & (col < w) & (row >= 0) & (row < h)
+    flat = row.long().clamp_(0, h - 1) * w + col.long().clamp_(0, w - 1)
+    fg = mask.reshape(v, -1).gather(1, flat)
+    inside = (~seen | fg).all(dim=0)
     grid = inside.reshape(1, resolution, resolution, resolution)
     return OccupancyGrid(grid).dilate(dilation)
 

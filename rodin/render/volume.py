@@ -91,7 +91,7 @@ def occupied_span(rays: Rays, occupancy: OccupancyGrid | None, batch_index: Tens
     near, far, hit = box_intersect(rays, BOUND)
     if occupancy is None:
         return near, far, hit
-    probes = probes or 2 * occupancy.resolution
+    probes = probes or occupancy.resolution + occupancy.resolution // 2
     steps = (torch.arange(probes, dtype=torch.float32) + 0.5) / probes
     t = near[:, None] + (far - near)[:, None] * steps                       # (R, P)
     pts = rays.origins[:, None] + rays.directions[:, None] * t[..., None]
