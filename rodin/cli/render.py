@@ -50,27 +50,35 @@ def demo(
     out: Path = typer.Option(Path("demo_out"), "--out", help="Folder for everything the demo writes."),
     subjects: int = typer.Option(4, "--subjects", min=1, max=64, help="Avatars to synthesise and fit."),
 ) -> None:
-    """Synthesise avatars, show them, fit them as tri-planes and render a turntable (CPU, minutes)."""
-    import dataclasses
+    """Synthesise new avatars, fit them as tri-planes with the shipped decoder, render turntables."""
     import json
 
     from rodin.data.contact import contact_sheet
     from rodin.data.synth import synth_dataset
+    from rodin.errors import DataError
     from rodin.fit.run import fit_dataset
+    from rodin.paths import shipped_model
 
-    preset = get_preset("tiny")
-    preset = dataclasses.replace(preset, fit=dataclasses.replace(preset.fit, joint_subjects=subjects))
+    preset = get_preset("small")
+    decoder = shipped_model("small") / "decoder"
+    if not (decoder / "model.safetensors").is_file():
+        raise DataError(f"{decoder}: the shipped decoder is missing; `git checkout models/` restores it")
     data = out / "data"
-    typer.echo(f"1/3 synthesising {subjects} avatars into {data}")
-    synth_dataset(data, subjects=subjects, views=24, resolution=64, seed=0, portrait_resolution=128)
+    typer.echo(f"1/3 synthesising {subjects} new avatars into {data}")
+    synth_dataset(data, subjects=subjects, views=preset.data.views, resolution=preset.data.resolution,
+                  seed=2024, portrait_resolution=128)
     contact_sheet(data, out / "avatars.png")
     typer.echo(f"    contact sheet: {out / 'avatars.png'}")
-    typer.echo("2/3 fitting tri-planes with a shared decoder (tiny preset)")
-    metrics = fit_dataset(data, out / "fit", preset=preset, log=lambda m: typer.echo(m, err=True))
-    typer.echo(f"    held-out PSNR {metrics['heldout_psnr_mean']:.2f} dB, SSIM {metrics['heldout_ssim_mean']:.3f}")
-    typer.echo("3/3 rendering a turntable")
-    render(out / "fit", out / "turntable.mp4", subject=None, frames=36, resolution=128, elevation=10.0,
-           preset="tiny")
-    render(out / "fit", out / "turntable.png", subject=None, frames=8, resolution=128, elevation=10.0,
-           preset="tiny")
+    typer.echo("2/3 fitting their tri-planes with the shipped decoder (small preset)")
+    metrics = fit_dataset(data, out / "fit", preset=preset, decoder_path=decoder,
+                          log=lambda m: typer.echo(m, err=True))
+    typer.echo(f"    held-out views: PSNR {metrics['heldout_psnr_mean']:.2f} dB, "
+               f"SSIM {metrics['heldout_ssim_mean']:.3f}")
+    typer.echo("3/3 rendering turntables")
+    first = sorted(p.name for p in data.iterdir() if p.is_dir())[0]
+    render(out / "fit", out / "turntable.mp4", subject=first, frames=48, resolution=128, elevation=10.0,
+           preset="small")
+    render(out / "fit", out / "views.png", subject=first, frames=8, resolution=128, elevation=10.0,
+           preset="small")
     (out / "metrics.json").write_text(json.dumps(metrics, indent=2))
+    typer.echo(f"done: {out}/avatars.png, {out}/turntable.mp4, {out}/views.png")

@@ -186,9 +186,13 @@ def fit_dataset(
     subject_metrics: dict[str, dict] = json.loads(metrics_path.read_text()) if metrics_path.is_file() else {}
     timings: dict[str, float] = {}
 
+    timings["eval_s"] = 0.0
+
     def record(batch: list[int], subjects: list[FitSubject], planes: torch.Tensor, decoder) -> None:
+        began = time.perf_counter()
         for k, row in enumerate(batch):
             subject_metrics[store.ids[row]] = heldout_metrics(subjects[k], planes[k:k + 1], decoder, preset)
+        timings["eval_s"] += time.perf_counter() - began
         store.put(batch, planes)
         write_json(metrics_path, subject_metrics)
 
@@ -211,6 +215,11 @@ def fit_dataset(
         if decoder.config.features != tri.channels:
             raise DataError(f"{decoder_dir}: decoder reads {decoder.config.features} channels, "
                             f"preset {preset.name} fits {tri.channels}")
+        if decoder_dir.resolve() != (out / "decoder").resolve():
+            # The run keeps a copy of the decoder it was fitted with, so that it renders on its own.
+            for item in sorted(decoder_dir.glob("*.*")):
+                if item.suffix in (".json", ".safetensors"):
+                    write_atomic(out / "decoder" / item.name, item.read_bytes())
     elif decoder_path:
         raise DataError(f"{decoder_path}: no decoder here (expected config.json and model.safetensors)")
     else:

@@ -1,0 +1,53 @@
+"""`rodin bench fit`: fitting speed and held-out quality at the small preset, decoder frozen.
+
+Subjects come from a seed the shipped decoder never saw; the decoder is the shipped one
+(models/small/decoder) unless another is given.
+"""
+
+from __future__ import annotations
+
+import tempfile
+import time
+from pathlib import Path
+
+from rodin.bench import BenchResult
+from rodin.config import get_preset
+from rodin.errors import DataError
+from rodin.paths import shipped_model
+
+BENCH_SEED = 1000   # not the seed of any training set
+
+
+def run(*, quick: bool = False, decoder: Path | None = None, subjects: int | None = None) -> BenchResult:
+    from rodin.data.synth import synth_dataset
+    from rodin.fit.run import fit_dataset
+
+    preset = get_preset("small")
+    decoder = Path(decoder) if decoder else shipped_model("small") / "decoder"
+    if not (decoder / "model.safetensors").is_file():
+        raise DataError(f"{decoder}: no fitted decoder; run `rodin fit` on a small-preset dataset first "
+                        "or pass one")
+    count = subjects or (4 if quick else 16)
+    with tempfile.TemporaryDirectory() as tmp:
+        data = Path(tmp) / "data"
+        synth_dataset(data, subjects=count, views=preset.data.views, resolution=preset.data.resolution,
+                      seed=BENCH_SEED, portrait_resolution=64, progress=False)
+        start = time.perf_counter()
+        metrics = fit_dataset(data, Path(tmp) / "run", preset=preset, decoder_path=decoder,
+                              show_progress=False, log=lambda m: None)
+        total = time.perf_counter() - start
+    fit_seconds = total - metrics["eval_s"]
+    figures = {
+        "subjects": count,
+        "views": preset.data.views,
+        "resolution": preset.data.resolution,
+        "steps": preset.fit.steps,
+        "subjects_per_min": round(count / fit_seconds * 60, 2),
+        "subjects_per_min_with_eval": round(count / total * 60, 2),
+        "heldout_psnr_mean": round(metrics["heldout_psnr_mean"], 2),
+        "heldout_psnr_min": round(metrics["heldout_psnr_min"], 2),
+        "heldout_ssim_mean": round(metrics["heldout_ssim_mean"], 4),
+        "decoder": str(decoder),
+    }
+    rows = [(k.replace("_", " "), str(v)) for k, v in figures.items()]
+    return BenchResult(title="Tri-plane fitting, small preset, frozen decoder", rows=rows, figures=figures)

@@ -1,0 +1,12 @@
+"""Where the shipped models live: `models/` at the repository root, or RODIN_MODELS."""
+
+from __future__ import annotations
+
+import os
+from pathlib import Path
+
+
+def shipped_model(name: str) -> Path:
+    root = os.environ.get("RODIN_MODELS")
+    base = Path(root) if root else Path(__file__).resolve().parents[1] / "models"
+    return base / name
