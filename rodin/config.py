@@ -73,11 +73,14 @@ class FitConfig:
     patch: int = 8                    # patch side, pixels (the SSIM term needs neighbourhoods)
     samples: int = 32                 # stratified samples per ray inside the visual hull
     plane_lr: float = 0.02
+    plane_levels: int = 1             # planes optimised as a sum of this many resolutions (1 = plain)
+    init_noise: float = 0.1           # std of the random planes a subject starts from
+    template_noise: float = 0.01      # std added to the decoder's template tri-plane when it has one
     decoder_lr: float = 5e-3
     heldout_views: int = 4            # views kept out of fitting, for the metrics
-    ssim_weight: float = 0.1
+    ssim_weight: float = 0.0          # SSIM on patches: measured to slow fitting at our budgets (BENCHMARKS.md)
     mask_weight: float = 0.1          # opacity against the images' alpha
-    sparse_weight: float = 1e-3       # L1 on density at random points of the box
+    sparse_weight: float = 1e-2       # L1 on density at random points of the box
     tv_weight: float = 1e-3           # total variation of the planes
     compact_weight: float = 1e-4      # L2 on plane features
     rescale_prob: float = 0.25        # chance a step reads the planes at the base resolution
@@ -103,8 +106,8 @@ PRESETS: dict[str, Preset] = {
         triplane=TriplaneConfig(channels=8, resolution=32, base_resolution=16),
         decoder=DecoderConfig(features=8, hidden=32, layers=2),
         render=RenderConfig(resolution=32, samples=32, importance=0, occupancy_resolution=32),
-        fit=FitConfig(joint_subjects=4, joint_rounds=3, joint_steps_per_turn=30, steps=60,
-                      rays_per_step=1024, heldout_views=2, batch_subjects=4),
+        fit=FitConfig(joint_subjects=4, joint_rounds=4, joint_steps_per_turn=75, steps=150,
+                      rays_per_step=2048, heldout_views=2, batch_subjects=4),
     ),
     "small": Preset(
         name="small",
@@ -112,7 +115,7 @@ PRESETS: dict[str, Preset] = {
         triplane=TriplaneConfig(channels=16, resolution=64, base_resolution=32),
         decoder=DecoderConfig(features=16, hidden=64, layers=2),
         render=RenderConfig(resolution=64, samples=64, importance=16, occupancy_resolution=48),
-        fit=FitConfig(joint_subjects=32, joint_rounds=8, joint_steps_per_turn=40, steps=150,
+        fit=FitConfig(joint_subjects=32, joint_rounds=10, joint_steps_per_turn=40, steps=200,
                       rays_per_step=4096, heldout_views=4, batch_subjects=8),
     ),
     "paper": Preset(

@@ -13,6 +13,9 @@ import typer
 
 from rodin.errors import RodinError
 
+# Compute-heavy verbs keep freed memory for reuse (see rodin.triplane.kernel.tune_allocator).
+HEAVY_VERBS = {"fit", "render", "bench", "demo"}
+
 app = typer.Typer(
     name="rodin",
     help="Rodin: sculpt 3D avatars as tri-plane radiance fields with diffusion.",
@@ -63,6 +66,10 @@ def main(argv: list[str] | None = None) -> None:
     argv = list(sys.argv[1:] if argv is None else argv)
     debug = "--debug" in argv
     _register()
+    if set(argv) & HEAVY_VERBS:
+        from rodin.triplane.kernel import tune_allocator
+
+        tune_allocator()
     try:
         app(args=argv, prog_name="rodin", standalone_mode=True)
     except RodinError as err:

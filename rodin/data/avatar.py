@@ -369,6 +369,8 @@ def caption(attrs: AvatarAttributes, rng: random.Random | int | None = None) -> 
     subject = _a(head)
     prefix = rng.choice(["", "", "", "a portrait of ", "a 3D avatar of ", "a cartoon of ", "a bust of ",
                          "a render of "])
+    if "cartoon" in head and prefix == "a cartoon of ":
+        prefix = "a drawing of "          # not "a cartoon of a cartoon person"
     body = _join(clauses, rng) if clauses else ""
     text = f"{prefix}{subject}"
     if body:

@@ -25,6 +25,30 @@ from rodin.triplane.sampling import sample_triplane
 from rodin.triplane.triplane import resize_planes
 
 
+class SubjectPlanes(torch.nn.Module):
+    """One subject's planes, parametrised as a full-resolution grid plus coarser ones upsampled.
+
+    The sum is the tri-plane that is stored; the coarse levels only precondition the optimiser
+    (with Adam every parameter moves about `lr` per step, so a coarse texel moves a whole region at
+    once and the overall shape forms in fewer steps). levels=1 is the plain grid.
+    """
+
+    def __init__(self, init: Tensor, levels: int = 1) -> None:
+        super().__init__()
+        res = init.shape[-1]
+        coarse = [torch.zeros(*init.shape[:-2], max(1, res >> k), max(1, res >> k)) for k in range(1, levels)]
+        self.levels = torch.nn.ParameterList([torch.nn.Parameter(init.clone())] +
+                                             [torch.nn.Parameter(c) for c in coarse])
+
+    def forward(self) -> Tensor:
+        full = self.levels[0]
+        out = full
+        for level in list(self.levels)[1:]:
+            out = out + torch.nn.functional.interpolate(level, size=full.shape[-2:], mode="bilinear",
+                                                        align_corners=False)
+        return out
+
+
 @dataclass
 class StepStats:
     loss: float
@@ -83,7 +107,7 @@ def _hull_weights(subjects: Sequence[FitSubject], points: Tensor, index: Tensor)
 
 def fit_step(
     subjects: Sequence[FitSubject],
-    planes: Sequence[torch.nn.Parameter],
+    planes: Sequence[SubjectPlanes],
     decoder: TriplaneDecoder,
     optimizers: Sequence[torch.optim.Optimizer],
     *,
@@ -94,7 +118,7 @@ def fit_step(
     """One optimiser step over the given subjects (each with its own planes)."""
     for opt in optimizers:
         opt.zero_grad(set_to_none=True)
-    stacked = torch.stack(list(planes))                                   # (B, 3, C, H, W)
+    stacked = torch.stack([p() for p in planes])                          # (B, 3, C, H, W)
     read = stacked
     if config.rescale_prob > 0 and float(torch.rand((), generator=generator)) < config.rescale_prob:
         read = resize_planes(stacked, triplane.base_resolution)
@@ -136,7 +160,7 @@ def cosine_factor(step: int, total: int, floor: float = 0.1) -> float:
 
 def fit_frozen(
     subjects: Sequence[FitSubject],
-    planes: Sequence[torch.nn.Parameter],
+    planes: Sequence[SubjectPlanes],
     decoder: TriplaneDecoder,
     *,
     config: FitConfig,
@@ -146,7 +170,7 @@ def fit_frozen(
 ) -> StepStats:
     """Fit the planes of several subjects at once against a frozen decoder."""
     decoder.requires_grad_(False)
-    opt = torch.optim.Adam(planes, lr=config.plane_lr)
+    opt = torch.optim.Adam([q for p in planes for q in p.parameters()], lr=config.plane_lr)
     sched = torch.optim.lr_scheduler.LambdaLR(opt, lambda s: cosine_factor(s, config.steps))
     stats = StepStats(float("nan"), float("nan"))
     for step in range(config.steps):

@@ -21,7 +21,7 @@ from safetensors.torch import load_file, save
 from rodin.config import FitConfig, Preset
 from rodin.errors import DataError, FitError, RodinError
 from rodin.eval.metrics import psnr, ssim
-from rodin.fit.fitter import cosine_factor, fit_frozen, fit_step
+from rodin.fit.fitter import SubjectPlanes, cosine_factor, fit_frozen, fit_step
 from rodin.fit.store import TriplaneStore
 from rodin.fit.subject import FitSubject, prepare_subject
 from rodin.io import write_atomic, write_json
@@ -121,8 +121,9 @@ class JointCheckpoint:
 
     def save(self, decoder, planes, optimizers, progress: dict) -> None:
         tensors = {f"decoder.{k}": v.detach().clone() for k, v in decoder.state_dict().items()}
-        for i, p in enumerate(planes):
-            tensors[f"planes.{i}"] = p.detach().clone()
+        for i, subject in enumerate(planes):
+            for k, level in enumerate(subject.levels):
+                tensors[f"planes.{i}.{k}"] = level.detach().clone()
         groups = []
         for name, opt in optimizers.items():
             state = opt.state_dict()
@@ -139,8 +140,9 @@ class JointCheckpoint:
         info = json.loads(self.state.read_text())
         decoder.load_state_dict({k[8:]: v for k, v in tensors.items() if k.startswith("decoder.")})
         with torch.no_grad():
-            for i, p in enumerate(planes):
-                p.copy_(tensors[f"planes.{i}"])
+            for i, subject in enumerate(planes):
+                for k, level in enumerate(subject.levels):
+                    level.copy_(tensors[f"planes.{i}.{k}"])
         for entry in info["optimizers"]:
             name = entry["name"]
             state: dict = {}
@@ -253,10 +255,12 @@ def fit_dataset(
 def _fit_frozen_rows(rows, subjects, decoder, template, preset, store, record, log, bar) -> int:
     config, tri = preset.fit, preset.triplane
     gen = torch.Generator().manual_seed(config.seed * 1_000_003 + rows[0])
-    init = init_planes(len(rows), tri.channels, tri.resolution, generator=gen)
+    # A template (the mean tri-plane of the joint stage) already breaks symmetry: start near it.
+    noise = config.template_noise if template is not None else config.init_noise
+    init = init_planes(len(rows), tri.channels, tri.resolution, generator=gen, scale=noise)
     if template is not None:
         init = init + template
-    planes = [torch.nn.Parameter(p.clone()) for p in init]
+    planes = [SubjectPlanes(p, config.plane_levels) for p in init]
 
     recent: list[float] = []
 
@@ -275,7 +279,8 @@ def _fit_frozen_rows(rows, subjects, decoder, template, preset, store, record, l
         # Find the culprit: fit each subject alone; the others go on.
         return sum(_fit_frozen_rows([r], [s], decoder, template, preset, store, record, log, bar)
                    for r, s in zip(rows, subjects))
-    record(rows, subjects, torch.stack([p.detach() for p in planes]), decoder)
+    with torch.no_grad():
+        record(rows, subjects, torch.stack([p() for p in planes]), decoder)
     TrainingLog(store.root.parent / "fit_log.csv").append(
         stage="frozen", step=config.steps, subjects=" ".join(store.ids[r] for r in rows),
         train_psnr=sum(recent[-10:]) / max(1, len(recent[-10:])))
@@ -293,8 +298,9 @@ def _joint_stage(sources, store, out, preset, options, log, record, load_rows, s
     torch.manual_seed(config.seed)
     decoder = TriplaneDecoder(preset.decoder)
     gen = torch.Generator().manual_seed(config.seed)
-    planes = [torch.nn.Parameter(p) for p in init_planes(len(rows), tri.channels, tri.resolution, generator=gen)]
-    optimizers = {"planes": torch.optim.Adam(planes, lr=config.plane_lr),
+    init = init_planes(len(rows), tri.channels, tri.resolution, generator=gen, scale=config.init_noise)
+    planes = [SubjectPlanes(p, config.plane_levels) for p in init]
+    optimizers = {"planes": torch.optim.Adam([q for p in planes for q in p.parameters()], lr=config.plane_lr),
                   "decoder": torch.optim.Adam(decoder.parameters(), lr=config.decoder_lr)}
     checkpoint = JointCheckpoint(out / "checkpoint")
     first_round = 0
@@ -331,7 +337,8 @@ def _joint_stage(sources, store, out, preset, options, log, record, load_rows, s
                         {"round": round_ + 1, "rng": gen.get_state().tolist()})
     bar.close()
     decoder.requires_grad_(False)
-    stacked = torch.stack([p.detach() for p in planes])
+    with torch.no_grad():
+        stacked = torch.stack([p() for p in planes])
     record(rows, subjects, stacked, decoder)
     template_path = out / "decoder" / "template.safetensors"
     write_atomic(template_path, save({"planes": stacked.mean(0).contiguous()}))
