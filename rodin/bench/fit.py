@@ -6,6 +6,7 @@ Subjects come from a seed the shipped decoder never saw; the decoder is the ship
 
 from __future__ import annotations
 
+import dataclasses
 import tempfile
 import time
 from pathlib import Path
@@ -18,11 +19,14 @@ from rodin.paths import shipped_model
 BENCH_SEED = 1000   # not the seed of any training set
 
 
-def run(*, quick: bool = False, decoder: Path | None = None, subjects: int | None = None) -> BenchResult:
+def run(*, quick: bool = False, decoder: Path | None = None, subjects: int | None = None,
+        steps: int | None = None) -> BenchResult:
     from rodin.data.synth import synth_dataset
     from rodin.fit.run import fit_dataset
 
     preset = get_preset("small")
+    if steps is not None:
+        preset = dataclasses.replace(preset, fit=dataclasses.replace(preset.fit, steps=steps))
     decoder = Path(decoder) if decoder else shipped_model("small") / "decoder"
     if not (decoder / "model.safetensors").is_file():
         raise DataError(f"{decoder}: no fitted decoder; run `rodin fit` on a small-preset dataset first "

@@ -36,14 +36,21 @@ def _root(
 def bench(
     name: str = typer.Argument(..., help="Benchmark to run: synth, decode or fit."),
     quick: bool = typer.Option(False, "--quick", help="A smaller, faster run (for smoke tests)."),
+    steps: int | None = typer.Option(None, "--steps", min=1, help="fit only: optimiser steps per subject."),
 ) -> None:
     """Run a benchmark; prints a table, then one JSON object with the figures as the last line."""
     from rich.console import Console
     from rich.table import Table
 
     from rodin.bench import run_benchmark
+    from rodin.errors import ConfigError
 
-    result = run_benchmark(name, quick=quick)
+    options: dict = {"quick": quick}
+    if steps is not None:
+        if name != "fit":
+            raise ConfigError("--steps applies to `rodin bench fit` only")
+        options["steps"] = steps
+    result = run_benchmark(name, **options)
     table = Table(title=result.title)
     table.add_column("measure")
     table.add_column("value", justify="right")
