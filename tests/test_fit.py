@@ -132,3 +132,26 @@ def test_a_blender_style_folder_fits_without_editing_anything(tiny_run, tmp_path
     # Same subject, same decoder: the z-up, rescaled copy fits about as well as the original.
     assert blender["heldout_psnr_mean"] > ours["psnr"] - 2.0
     assert blender["heldout_psnr_mean"] > TINY_HELDOUT_PSNR - 2.0
+
+
+def test_a_nan_loss_stops_that_subject_and_the_others_go_on(tiny_run, tmp_path, monkeypatch):
+    import rodin.fit.run as run_module
+
+    root, _ = tiny_run
+    real_fit_frozen = run_module.fit_frozen
+    doomed = "subject_00005"
+
+    def fit_frozen_with_a_nan(subjects, *args, **kwargs):
+        if any(s.name == doomed for s in subjects):
+            raise FitError("loss became NaN or infinite")
+        return real_fit_frozen(subjects, *args, **kwargs)
+
+    monkeypatch.setattr(run_module, "fit_frozen", fit_frozen_with_a_nan)
+    messages = []
+    metrics = fit_dataset(root / "data", tmp_path / "run", preset=get_preset("tiny"), max_subjects=7,
+                          decoder_path=root / "run" / "decoder", show_progress=False, log=messages.append)
+    assert list(metrics["subjects_failed"]) == [doomed]
+    assert metrics["subjects_fitted"] == 6
+    assert any(doomed in m and "NaN" in m for m in messages)
+    store = TriplaneStore.open(tmp_path / "run" / "triplanes")
+    assert store.done == [name != doomed for name in store.ids]

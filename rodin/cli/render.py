@@ -41,7 +41,7 @@ def render(
             raise DataError(f"{run}: subject {subject!r} is not fitted yet")
     decoder = load_component(TriplaneDecoder, type(chosen.decoder), run / "decoder", kind=DECODER_KIND)
     images = render_turntable(store.get(row), decoder, chosen.render, frames=frames, resolution=resolution,
-                              elevation=elevation)
+                              elevation=elevation, progress=True)
     write_frames(images, out)
     typer.echo(f"wrote {out} ({store.ids[row]}, {frames} frames at {resolution}²)")
 

@@ -294,7 +294,8 @@ def _joint_stage(sources, store, out, preset, options, log, record, load_rows, s
     candidates = [i for i, s in enumerate(sources) if s.split == "train"] or list(range(len(sources)))
     rows, subjects = load_rows(candidates[:config.joint_subjects])
     if not rows:
-        raise FitError("no subject could be loaded for the joint decoder stage")
+        first = store.failed.get(sources[candidates[0]].id, "") if candidates else ""
+        raise FitError(f"no subject could be loaded for the joint decoder stage ({first})")
     torch.manual_seed(config.seed)
     decoder = TriplaneDecoder(preset.decoder)
     gen = torch.Generator().manual_seed(config.seed)

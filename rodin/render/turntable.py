@@ -21,13 +21,14 @@ IMAGE_SUFFIXES = (".png",)
 
 
 def render_turntable(planes: torch.Tensor, decoder: TriplaneDecoder, render: RenderConfig, *, frames: int,
-                     resolution: int, elevation: float = 10.0) -> np.ndarray:
+                     resolution: int, elevation: float = 10.0, progress: bool = False) -> np.ndarray:
     """(frames, H, W, 3) uint8 frames of the avatar turning once around the y axis."""
     occupancy = occupancy_from_density(planes, decoder, resolution=render.occupancy_resolution,
                                        threshold=render.occupancy_threshold)
     c2w = turntable_cameras(frames, elevation_deg=elevation)
     rgb, _, _ = render_views(planes, decoder, c2w, DEFAULT_FOV_X, resolution, samples=render.samples,
-                             importance=render.importance, occupancy=occupancy, background=render.background)
+                             importance=render.importance, occupancy=occupancy, background=render.background,
+                             progress=progress)
     return to_uint8(rgb.numpy())
 
 

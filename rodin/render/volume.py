@@ -231,8 +231,13 @@ def render_views(
     occupancy: OccupancyGrid | None = None,
     background: float = 1.0,
     chunk: int = 16384,
+    progress: bool = False,
 ) -> tuple[Tensor, Tensor, Tensor]:
     """Full images (N, H, W, 3), depth and opacity (N, H, W) of one tri-plane, in ray chunks."""
+    import sys
+
+    from tqdm import tqdm
+
     from rodin.render.cameras import camera_rays
 
     rays = camera_rays(c2w.reshape(-1, 4, 4), fov_x, resolution)
@@ -240,7 +245,8 @@ def render_views(
     flat = rays.reshape(-1)
     outs = []
     with torch.no_grad():
-        for start in range(0, len(flat), chunk):
+        starts = range(0, len(flat), chunk)
+        for start in tqdm(starts, desc="render", unit="chunk", disable=not progress, leave=False, file=sys.stderr):
             outs.append(render_rays(planes, decoder, flat[start:start + chunk], samples=samples,
                                     importance=importance, occupancy=occupancy, background=background))
     rgb = torch.cat([o.rgb for o in outs]).reshape(n, resolution, resolution, 3)
