@@ -16,6 +16,7 @@ of the origin (the torso is cut by that sphere and by the plane y = -0.95, like 
 
 from __future__ import annotations
 
+import abc
 import math
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
@@ -63,14 +64,15 @@ def rot_z(a: float) -> Tensor:
 
 # --- nodes --------------------------------------------------------------------------------------
 
-class Node:
+class Node(abc.ABC):
     """An SDF: `node(p)` gives distances (N,) at points p (N, 3); `lo`, `hi` bound the solid."""
 
     lo: Tensor
     hi: Tensor
 
+    @abc.abstractmethod
     def __call__(self, p: Tensor) -> Tensor:
-        raise NotImplementedError
+        """Signed distances (N,) of points (N, 3)."""
 
 
 def _box_of(center: Tensor, rot: Tensor | None, half: Tensor) -> tuple[Tensor, Tensor]:

@@ -119,6 +119,10 @@ class JointCheckpoint:
     def exists(self) -> bool:
         return self.tensors.is_file() and self.state.is_file()
 
+    def remove(self) -> None:
+        self.tensors.unlink(missing_ok=True)
+        self.state.unlink(missing_ok=True)
+
     def save(self, decoder, planes, optimizers, progress: dict) -> None:
         tensors = {f"decoder.{k}": v.detach().clone() for k, v in decoder.state_dict().items()}
         for i, subject in enumerate(planes):
@@ -227,6 +231,7 @@ def fit_dataset(
     else:
         decoder = _joint_stage(sources, store, out, preset, options, log, record, load_rows, show_progress)
         save_component(decoder, decoder_dir, kind=DECODER_KIND)
+        JointCheckpoint(out / "checkpoint").remove()      # the decoder and planes are saved for good
     timings["joint_s"] = time.perf_counter() - start
     template_path = decoder_dir / "template.safetensors"
     template = load_file(str(template_path))["planes"] if template_path.is_file() else None
