@@ -155,3 +155,41 @@ def test_a_nan_loss_stops_that_subject_and_the_others_go_on(tiny_run, tmp_path, 
     assert any(doomed in m and "NaN" in m for m in messages)
     store = TriplaneStore.open(tmp_path / "run" / "triplanes")
     assert store.done == [name != doomed for name in store.ids]
+
+
+def test_interrupted_joint_stage_resumes_to_the_same_decoder(tiny_run, tmp_path, monkeypatch):
+    import dataclasses
+
+    from safetensors.torch import load_file
+
+    import rodin.fit.run as run_module
+
+    root, _ = tiny_run
+    preset = get_preset("tiny")
+    preset = dataclasses.replace(preset, fit=dataclasses.replace(preset.fit, joint_rounds=3, joint_steps_per_turn=8,
+                                                                 steps=4))
+    kwargs = dict(preset=preset, max_subjects=5, show_progress=False, log=lambda m: None)
+    fit_dataset(root / "data", tmp_path / "straight", **kwargs)
+
+    real_save = run_module.JointCheckpoint.save
+    calls = []
+
+    def save_then_die(self, *args, **kw):
+        real_save(self, *args, **kw)
+        calls.append(1)
+        if len(calls) == 2:                      # killed right after round 2 was saved
+            raise KeyboardInterrupt
+
+    monkeypatch.setattr(run_module.JointCheckpoint, "save", save_then_die)
+    with pytest.raises(KeyboardInterrupt):
+        fit_dataset(root / "data", tmp_path / "resumed", **kwargs)
+    monkeypatch.setattr(run_module.JointCheckpoint, "save", real_save)
+    messages = []
+    fit_dataset(root / "data", tmp_path / "resumed", **{**kwargs, "log": messages.append})
+    assert any("resuming the joint stage at round 3/3" in m for m in messages)
+    straight = load_file(str(tmp_path / "straight" / "decoder" / "model.safetensors"))
+    resumed = load_file(str(tmp_path / "resumed" / "decoder" / "model.safetensors"))
+    for name, tensor in straight.items():
+        assert torch.allclose(tensor, resumed[name], atol=1e-5), name
+    assert np.allclose(np.load(tmp_path / "straight" / "triplanes" / "planes.npy"),
+                       np.load(tmp_path / "resumed" / "triplanes" / "planes.npy"), atol=1e-3)
