@@ -16,7 +16,7 @@ Rendering, per subject:
 
 Output: RGBA, RGB on a transparent background (RGB = 0 where alpha = 0).
 
-A subject folder (`synth_subject`) holds transforms.json, images/r_XXX.png, portrait.png,
+A subject folder (`synth_subject`) holds transforms.json, images/r_NNN.png, portrait.png,
 attributes.json, mesh.ply and a `.complete` marker written last; `synth_dataset` writes many of them
 and an index.json, skipping subjects already complete with the same parameters.
 """
@@ -382,7 +382,7 @@ def _json_bytes(obj: Any) -> bytes:
 
 def synth_subject(out_dir: Path | str, index: int, *, dataset_seed: int, views: int, resolution: int,
                   portrait_resolution: int = 128, writer: _Writer | None = None) -> dict[str, Any]:
-    """Write subject `index` of dataset `dataset_seed` into out_dir/subject_XXXXX (skips it when
+    """Write subject `index` of dataset `dataset_seed` into out_dir/subject_NNNNN (skips it when
     already complete with the same parameters; redoes a partial one). Returns its index entry
     {"id", "split", "caption"}. The subject depends only on (dataset_seed, index)."""
     if views < 1 or resolution < 8 or portrait_resolution < 8:
