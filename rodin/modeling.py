@@ -22,6 +22,8 @@ from rodin.io import write_atomic, write_json
 M = TypeVar("M", bound=torch.nn.Module)
 WEIGHTS = "model.safetensors"
 CONFIG = "config.json"
+# Half precision is stored where harmless; loading casts to the module's own dtype.
+LOADABLE_DTYPES = (torch.float32, torch.float16, torch.bfloat16)
 
 
 def save_component(module: torch.nn.Module, folder: Path | str, *, kind: str) -> Path:
@@ -74,9 +76,9 @@ def load_component(cls: type[M], config_cls: type, folder: Path | str, *, kind: 
         if tuple(tensor.shape) != tuple(want.shape):
             raise DataError(f"{weights_path}: tensor {name!r} has shape {tuple(tensor.shape)}, "
                             f"config expects {tuple(want.shape)}")
-        if not tensor.dtype.is_floating_point or tensor.dtype != want.dtype and tensor.dtype not in (
-                torch.float16, torch.bfloat16, torch.float32):
-            raise DataError(f"{weights_path}: tensor {name!r} has dtype {tensor.dtype}, expected floats")
+        if tensor.dtype not in LOADABLE_DTYPES:
+            raise DataError(f"{weights_path}: tensor {name!r} has dtype {tensor.dtype}; "
+                            "expected float32, float16 or bfloat16")
         if not torch.isfinite(tensor).all():
             raise DataError(f"{weights_path}: tensor {name!r} holds NaN or infinity")
     module.load_state_dict({k: v.to(expected[k].dtype) for k, v in tensors.items()})

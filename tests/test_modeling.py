@@ -77,3 +77,15 @@ def test_store_rows_stats_and_resume(tmp_path):
     assert torch.allclose(stats.denormalise(normed), reopened.get(1), atol=1e-5)
     with pytest.raises(DataError, match="other subjects"):
         TriplaneStore.create(tmp_path / "t", ids[:3], ["train"] * 3, (3, 2, 4, 4))
+
+
+def test_integer_weights_are_refused_and_half_precision_loads(tmp_path):
+    decoder, folder = saved(tmp_path)
+    tensors = load_file(str(folder / "model.safetensors"))
+    save_file({k: v.half() for k, v in tensors.items()}, str(folder / "model.safetensors"))
+    loaded = load_component(TriplaneDecoder, DecoderConfig, folder, kind=KIND)
+    assert next(loaded.parameters()).dtype == torch.float32
+    name = next(iter(tensors))
+    save_file({**tensors, name: tensors[name].to(torch.int32)}, str(folder / "model.safetensors"))
+    with pytest.raises(DataError, match="dtype"):
+        load_component(TriplaneDecoder, DecoderConfig, folder, kind=KIND)

@@ -8,7 +8,7 @@ import torch
 from torch import Tensor
 
 from rodin.errors import FitError
-from rodin.render.cameras import Rays, camera_rays, focal_from_fov
+from rodin.render.cameras import Rays, box_intersect, camera_rays, focal_from_fov
 from rodin.render.volume import OccupancyGrid, occupied_span
 
 MIN_TRAIN_VIEWS = 3
@@ -80,8 +80,6 @@ def prepare_subject(name: str, images: Tensor, c2w: Tensor, fov_x: float, *, hel
     if float(alpha[train].max()) <= 0.0:
         raise FitError(f"{name}: every training image is fully transparent; nothing to fit")
     rays = camera_rays(c2w, fov_x, w, h)
-    from rodin.render.cameras import box_intersect
-
     _, _, hits_box = box_intersect(rays.reshape(-1), 1.0)
     if not bool(hits_box.any()):
         raise FitError(f"{name}: no camera ray meets the box [-1, 1]^3; check the scene bound and up axis")
