@@ -90,6 +90,61 @@ class FitConfig:
 
 
 @dataclass(frozen=True)
+class UNetConfig:
+    """Stage 2: the denoiser over rolled-out tri-planes (B, C, H, 3W)."""
+
+    channels: int = 8                 # tri-plane channels in and out
+    resolution: int = 16              # plane side the model works at
+    width: int = 32                   # channels of the first level
+    multipliers: tuple[int, ...] = (1, 2)  # width multiplier per level; each further level halves the side
+    blocks: int = 2                   # residual blocks per level
+    attention_resolutions: tuple[int, ...] = (8,)  # plane sides with self-attention across all three planes
+    heads: int = 4
+    latent_dim: int = 16              # size of the conditioning vector z
+    conv: str = "aware"               # "aware" (3D-aware, DESIGN.md) or "plain", for the ablation
+    groups: int = 8                   # group norm groups
+    dropout: float = 0.0
+
+
+@dataclass(frozen=True)
+class DiffusionConfig:
+    """Noise schedule and sampling of a diffusion model (diffusers schedulers)."""
+
+    train_timesteps: int = 1000
+    beta_schedule: str = "squaredcos_cap_v2"
+    prediction: str = "epsilon"       # "epsilon" or "v_prediction"
+    sampler: str = "ddim"             # "ddim" or "dpm" (DPM-Solver++ multistep)
+    sample_steps: int = 25
+    guidance_scale: float = 2.0       # classifier-free guidance on z; 1 = conditional only
+    latent_dropout: float = 0.2       # share of training examples whose z is replaced by the null vector
+
+
+@dataclass(frozen=True)
+class BaseModelConfig:
+    """What a saved base model needs to rebuild itself: the UNet and its diffusion process."""
+
+    unet: UNetConfig = field(default_factory=UNetConfig)
+    diffusion: DiffusionConfig = field(default_factory=DiffusionConfig)
+
+
+@dataclass(frozen=True)
+class TrainConfig:
+    """A diffusion training run (any stage)."""
+
+    steps: int = 2000
+    batch: int = 16
+    lr: float = 2e-4
+    warmup: int = 100                 # linear learning-rate warm-up steps, then cosine decay
+    weight_decay: float = 0.0
+    grad_clip: float = 1.0
+    ema_decay: float = 0.999
+    checkpoint_every: int = 250       # steps between resumable checkpoints
+    sample_every: int = 500           # steps between sample renders in OUT/samples (0 = never)
+    log_every: int = 25
+    seed: int = 0
+
+
+@dataclass(frozen=True)
 class Preset:
     name: str
     data: DataConfig = field(default_factory=DataConfig)
@@ -97,6 +152,8 @@ class Preset:
     decoder: DecoderConfig = field(default_factory=DecoderConfig)
     render: RenderConfig = field(default_factory=RenderConfig)
     fit: FitConfig = field(default_factory=FitConfig)
+    base: BaseModelConfig = field(default_factory=BaseModelConfig)
+    train_base: TrainConfig = field(default_factory=TrainConfig)
 
 
 PRESETS: dict[str, Preset] = {
@@ -108,6 +165,13 @@ PRESETS: dict[str, Preset] = {
         render=RenderConfig(resolution=32, samples=32, importance=0, occupancy_resolution=32),
         fit=FitConfig(joint_subjects=4, joint_rounds=4, joint_steps_per_turn=75, steps=150,
                       rays_per_step=2048, heldout_views=2, batch_subjects=4),
+        base=BaseModelConfig(
+            unet=UNetConfig(channels=8, resolution=16, width=16, multipliers=(1, 2), blocks=1,
+                            attention_resolutions=(8,), heads=2, latent_dim=16, groups=4),
+            diffusion=DiffusionConfig(sample_steps=10),
+        ),
+        train_base=TrainConfig(steps=200, batch=4, lr=1e-3, warmup=10, ema_decay=0.99, checkpoint_every=50,
+                               sample_every=0, log_every=10),
     ),
     "small": Preset(
         name="small",
@@ -117,6 +181,13 @@ PRESETS: dict[str, Preset] = {
         render=RenderConfig(resolution=64, samples=64, importance=16, occupancy_resolution=48),
         fit=FitConfig(joint_subjects=48, joint_rounds=12, joint_steps_per_turn=40, steps=200,
                       rays_per_step=4096, heldout_views=4, batch_subjects=8),
+        base=BaseModelConfig(
+            unet=UNetConfig(channels=16, resolution=32, width=32, multipliers=(1, 2, 4), blocks=2,
+                            attention_resolutions=(8,), heads=4, latent_dim=32, groups=8),
+            diffusion=DiffusionConfig(sample_steps=25),
+        ),
+        train_base=TrainConfig(steps=4000, batch=16, lr=5e-4, warmup=200, ema_decay=0.999,
+                               checkpoint_every=250, sample_every=1000, log_every=25),
     ),
     "paper": Preset(
         name="paper",
@@ -126,6 +197,13 @@ PRESETS: dict[str, Preset] = {
         render=RenderConfig(resolution=256, samples=96, importance=48, occupancy_resolution=128),
         fit=FitConfig(joint_subjects=300, joint_rounds=10, joint_steps_per_turn=100, steps=1000,
                       rays_per_step=16384, heldout_views=8, batch_subjects=32),
+        base=BaseModelConfig(
+            unet=UNetConfig(channels=32, resolution=64, width=128, multipliers=(1, 2, 3, 4), blocks=2,
+                            attention_resolutions=(16, 8), heads=8, latent_dim=512, groups=32, dropout=0.1),
+            diffusion=DiffusionConfig(sample_steps=50),
+        ),
+        train_base=TrainConfig(steps=500_000, batch=64, lr=1e-4, warmup=5000, ema_decay=0.9999,
+                               checkpoint_every=5000, sample_every=20_000, log_every=100),
     ),
 }
 
@@ -196,6 +274,12 @@ def _check_type(owner: str, name: str, default: Any, value: Any) -> Any:
         if isinstance(value, bool) or not isinstance(value, (int, float)):
             raise ConfigError(f"{owner}.{name} must be a number, got {value!r}")
         return float(value)
+    if isinstance(default, tuple):
+        if not isinstance(value, (list, tuple)) or not all(
+            isinstance(v, type(default[0]) if default else (int, float)) and not isinstance(v, bool) for v in value
+        ):
+            raise ConfigError(f"{owner}.{name} must be a list like {list(default)}, got {value!r}")
+        return tuple(value)
     if isinstance(default, str) and not isinstance(value, str):
         raise ConfigError(f"{owner}.{name} must be a string, got {value!r}")
     return value

@@ -19,3 +19,7 @@ class ConfigError(RodinError):
 
 class FitError(RodinError):
     """Fitting cannot proceed for a subject (too few views, nothing visible, NaN loss)."""
+
+
+class TrainError(RodinError):
+    """Training cannot go on (a NaN loss, a checkpoint from other settings)."""

@@ -7,7 +7,6 @@ import pytest
 import torch
 
 from rodin.config import get_preset
-from rodin.data.synth import synth_dataset
 from rodin.errors import FitError
 from rodin.fit.run import fit_dataset
 from rodin.fit.store import TriplaneStore
@@ -20,13 +19,8 @@ TINY_HELDOUT_PSNR = 20.0
 
 
 @pytest.fixture(scope="module")
-def tiny_run(tmp_path_factory):
-    root = tmp_path_factory.mktemp("fit")
-    synth_dataset(root / "data", subjects=8, views=16, resolution=32, seed=0, portrait_resolution=32,
-                  progress=False)
-    metrics = fit_dataset(root / "data", root / "run", preset=get_preset("tiny"), show_progress=False,
-                          log=lambda m: None)
-    return root, metrics
+def tiny_run(tiny_fit):
+    return tiny_fit  # shared with other test files (conftest.py): fitted once per session
 
 
 def test_fit_reaches_psnr_on_tiny_subjects(tiny_run):

@@ -18,6 +18,7 @@ BENCHMARKS: dict[str, str] = {
     "synth": "rodin.bench.synth:run",
     "decode": "rodin.bench.decode:run",
     "fit": "rodin.bench.fit:run",
+    "unet": "rodin.bench.unet:run",
 }
 
 

@@ -1,0 +1,115 @@
+"""Stage 2: the base diffusion model over normalised, rolled-out tri-planes.
+
+The model owns its UNet, its noise schedule (diffusers schedulers, built from the config) and the
+per-channel tri-plane statistics (buffers, so they travel inside model.safetensors). Training
+draws DDPM noise levels; sampling runs DDIM or DPM-Solver with classifier-free guidance on z.
+"""
+
+from __future__ import annotations
+
+import torch
+import torch.nn.functional as F
+from diffusers import DDIMScheduler, DDPMScheduler, DPMSolverMultistepScheduler
+from torch import Tensor, nn
+
+from rodin.config import BaseModelConfig, DiffusionConfig
+from rodin.diffusion.unet import TriplaneUNet
+from rodin.errors import ConfigError
+from rodin.triplane.triplane import roll_in, roll_out
+
+KIND = "base-diffusion"
+PREDICTIONS = ("epsilon", "v_prediction")
+SAMPLERS = ("ddim", "dpm")
+
+
+def training_scheduler(config: DiffusionConfig) -> DDPMScheduler:
+    if config.prediction not in PREDICTIONS:
+        raise ConfigError(f"DiffusionConfig.prediction must be one of {', '.join(PREDICTIONS)}, "
+                          f"got {config.prediction!r}")
+    return DDPMScheduler(num_train_timesteps=config.train_timesteps, beta_schedule=config.beta_schedule,
+                         prediction_type=config.prediction, clip_sample=False)
+
+
+def sampling_scheduler(config: DiffusionConfig, sampler: str | None = None):
+    sampler = sampler or config.sampler
+    base = training_scheduler(config).config
+    if sampler == "ddim":
+        return DDIMScheduler.from_config(base, clip_sample=False, set_alpha_to_one=False)
+    if sampler == "dpm":
+        return DPMSolverMultistepScheduler.from_config(base, algorithm_type="dpmsolver++", solver_order=2)
+    raise ConfigError(f"unknown sampler {sampler!r}; choose one of {', '.join(SAMPLERS)}")
+
+
+class BaseDiffusion(nn.Module):
+    """Denoises roll-outs of normalised base-resolution tri-planes, conditioned on z."""
+
+    def __init__(self, config: BaseModelConfig) -> None:
+        super().__init__()
+        self.config = config
+        self.unet = TriplaneUNet(config.unet)
+        channels = config.unet.channels
+        self.register_buffer("plane_mean", torch.zeros(channels))
+        self.register_buffer("plane_std", torch.ones(channels))
+        self.noise = training_scheduler(config.diffusion)
+        sampling_scheduler(config.diffusion)  # fail on a bad sampler name now, not after training
+
+    @property
+    def latent_dim(self) -> int:
+        return self.config.unet.latent_dim
+
+    def set_stats(self, mean: Tensor, std: Tensor) -> None:
+        self.plane_mean.copy_(mean)
+        self.plane_std.copy_(std.clamp_min(1e-6))
+
+    def normalise(self, planes: Tensor) -> Tensor:
+        """(B, 3, C, H, W) tri-planes -> (B, C, H, 3W) normalised roll-outs."""
+        return roll_out((planes - self.plane_mean[:, None, None]) / self.plane_std[:, None, None])
+
+    def denormalise(self, rolled: Tensor) -> Tensor:
+        """(B, C, H, 3W) normalised roll-outs -> (B, 3, C, H, W) tri-planes for the decoder."""
+        return roll_in(rolled) * self.plane_std[:, None, None] + self.plane_mean[:, None, None]
+
+    def forward(self, noisy: Tensor, timesteps: Tensor, latent: Tensor) -> Tensor:
+        return self.unet(noisy, timesteps, latent)
+
+    def loss(self, clean: Tensor, latent: Tensor, *, noise: Tensor, timesteps: Tensor, keep_latent: Tensor) -> Tensor:
+        """MSE of the prediction (noise or v) for clean normalised roll-outs; z zeroed where not kept."""
+        latent = latent * keep_latent[:, None].to(latent.dtype)
+        noisy = self.noise.add_noise(clean, noise, timesteps)
+        target = noise if self.config.diffusion.prediction == "epsilon" else self.noise.get_velocity(
+            clean, noise, timesteps)
+        return F.mse_loss(self(noisy, timesteps, latent), target)
+
+    @torch.no_grad()
+    def sample(self, latent: Tensor | None, *, count: int | None = None, steps: int | None = None,
+               guidance_scale: float | None = None, sampler: str | None = None,
+               generator: torch.Generator | None = None) -> Tensor:
+        """Tri-planes (B, 3, C, H, W). `latent` None samples unconditionally (the null z)."""
+        cfg = self.config.diffusion
+        steps = steps or cfg.sample_steps
+        scale = cfg.guidance_scale if guidance_scale is None else guidance_scale
+        device = self.plane_mean.device
+        if latent is None:
+            if count is None:
+                raise ValueError("give a latent or a count")
+            latent = torch.zeros(count, self.latent_dim, device=device)
+            scale = 1.0
+        latent = latent.to(device)
+        b = latent.shape[0]
+        u = self.config.unet
+        x = torch.randn(b, u.channels, u.resolution, 3 * u.resolution, generator=generator,
+                        device=generator.device if generator is not None else "cpu").to(device)
+        scheduler = sampling_scheduler(cfg, sampler)
+        scheduler.set_timesteps(steps, device=device)
+        x = x * scheduler.init_noise_sigma
+        guided = scale != 1.0 and bool(latent.abs().sum() > 0)
+        for t in scheduler.timesteps:
+            model_in = scheduler.scale_model_input(x, t)
+            if guided:
+                out = self(torch.cat([model_in, model_in]), t, torch.cat([latent, torch.zeros_like(latent)]))
+                cond, uncond = out.chunk(2)
+                out = uncond + scale * (cond - uncond)
+            else:
+                out = self(model_in, t, latent)
+            x = scheduler.step(out, t, x).prev_sample
+        return self.denormalise(x)

@@ -1,0 +1,303 @@
+"""`rodin train base`: the base diffusion model trained on a fit run's tri-planes.
+
+MODEL/
+  base/        config.json + model.safetensors (EMA weights; tri-plane statistics inside)
+  decoder/     the run's decoder, copied, so the model renders on its own
+  latent/      the portrait encoder that made z
+  samples/     renders of samples during training; train_log.csv; train_base.json
+  checkpoint/  resumable state while training (removed at the end)
+"""
+
+from __future__ import annotations
+
+import json
+import shutil
+import time
+from collections.abc import Callable
+from dataclasses import asdict, dataclass, replace
+from pathlib import Path
+
+import numpy as np
+import torch
+from diffusers.training_utils import EMAModel
+
+from rodin.config import BaseModelConfig, DecoderConfig, Preset, TrainConfig
+from rodin.diffusion.base import KIND as BASE_KIND
+from rodin.diffusion.base import BaseDiffusion
+from rodin.errors import DataError
+from rodin.fit.run import DECODER_KIND, list_sources
+from rodin.fit.store import TriplaneStore
+from rodin.io import png_bytes, write_atomic, write_json
+from rodin.modeling import load_component, save_component
+from rodin.render.cameras import DEFAULT_FOV_X, orbit_cameras
+from rodin.render.turntable import grid
+from rodin.render.volume import occupancy_from_density, render_views
+from rodin.semantic.pixel_encoder import KIND as LATENT_KIND
+from rodin.semantic.pixel_encoder import PixelEncoder, PixelEncoderConfig
+from rodin.train.loop import (
+    CHECKPOINT,
+    TrainLog,
+    check_finite,
+    load_checkpoint,
+    make_accelerator,
+    save_checkpoint,
+    step_generator,
+    warmup_cosine,
+)
+from rodin.triplane.decoder import TriplaneDecoder
+from rodin.triplane.triplane import resize_planes
+
+LOG_FIELDS = ("step", "time", "loss", "lr", "heldout_loss", "step_s")
+
+
+@dataclass
+class PlaneSet:
+    """Base-resolution tri-planes (N, 3, C, H, W) of some subjects with their z (N, D)."""
+
+    ids: list[str]
+    planes: torch.Tensor
+    latents: torch.Tensor
+
+
+def data_folder(run: Path, data: Path | None) -> Path:
+    """The dataset a fit run was made from: given, or as recorded in RUN/fit_config.json."""
+    if data is not None:
+        if not Path(data).is_dir():
+            raise DataError(f"{data}: dataset folder not found")
+        return Path(data)
+    try:
+        recorded = Path(json.loads((run / "fit_config.json").read_text())["data"])
+    except (OSError, ValueError, KeyError, TypeError):
+        raise DataError(f"{run}: no dataset recorded in fit_config.json; pass --data DATA") from None
+    for candidate in (recorded, run.parent / recorded):
+        if candidate.is_dir():
+            return candidate
+    raise DataError(f"{run}: its dataset {recorded} is not on disk; pass --data DATA")
+
+
+def portrait_paths(data: Path, ids: list[str]) -> list[Path]:
+    from rodin.data.nerf import read_transforms
+
+    folders = {s.id: s.path for s in list_sources(data)}
+    paths = []
+    for subject in ids:
+        if subject not in folders:
+            raise DataError(f"{data}: subject {subject!r} of the fit run is not in this dataset")
+        portrait = read_transforms(folders[subject]).portrait
+        if portrait is None or not portrait.is_file():
+            raise DataError(f"{folders[subject]}: no portrait.png; the base model is conditioned on portraits")
+        paths.append(portrait)
+    return paths
+
+
+def load_plane_sets(store: TriplaneStore, resolution: int) -> tuple[list[int], list[int]]:
+    """Rows of fitted subjects: training split, and the rest (held out)."""
+    done = [i for i, d in enumerate(store.done) if d]
+    train = [i for i in done if store.splits[i] == "train"]
+    heldout = [i for i in done if store.splits[i] != "train"]
+    if len(train) < 2:
+        raise DataError(f"{store.root}: {len(train)} fitted training subjects; the base model needs at least 2")
+    return train, heldout
+
+
+def plane_stats(planes: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+    """Per-channel mean and std over subjects, planes and texels of (N, 3, C, H, W)."""
+    flat = planes.transpose(0, 2).reshape(planes.shape[2], -1).double()
+    return flat.mean(dim=1).float(), flat.std(dim=1).float()
+
+
+def train_base(
+    run: Path,
+    out: Path,
+    *,
+    preset: Preset,
+    data: Path | None = None,
+    model_config: BaseModelConfig | None = None,
+    train_config: TrainConfig | None = None,
+    cpu: bool = False,
+    log: Callable[[str], None] = print,
+    show_progress: bool = True,
+) -> dict:
+    """Train (or resume) the base model; returns the final figures."""
+    from tqdm import tqdm
+
+    run, out = Path(run), Path(out)
+    mcfg = model_config or preset.base
+    tcfg = train_config or preset.train_base
+    store = TriplaneStore.open(run / "triplanes")
+    channels = store.planes.shape[2]
+    resolution = preset.triplane.base_resolution
+    if mcfg.unet.channels != channels or mcfg.unet.resolution != resolution:
+        mcfg = replace(mcfg, unet=replace(mcfg.unet, channels=channels, resolution=resolution))
+    train_rows, heldout_rows = load_plane_sets(store, resolution)
+    decoder = load_component(TriplaneDecoder, DecoderConfig, run / "decoder", kind=DECODER_KIND)
+    dataset = data_folder(run, data)
+
+    out.mkdir(parents=True, exist_ok=True)
+    latent_dir = out / "latent"
+    if (latent_dir / "config.json").is_file():
+        encoder = load_component(PixelEncoder, PixelEncoderConfig, latent_dir, kind=LATENT_KIND)
+    else:
+        encoder = PixelEncoder(PixelEncoderConfig(dim=mcfg.unet.latent_dim))
+        train_ids = [store.ids[i] for i in train_rows]
+        log(f"fitting the portrait encoder on {len(train_ids)} portraits")
+        from rodin.semantic.pixel_encoder import load_portrait
+
+        encoder.fit(torch.stack([load_portrait(p, size=encoder.config.image_size)
+                                 for p in portrait_paths(dataset, train_ids)]))
+        save_component(encoder, latent_dir, kind=LATENT_KIND)
+
+    def plane_set(rows: list[int]) -> PlaneSet:
+        ids = [store.ids[i] for i in rows]
+        planes = resize_planes(store.get(rows).float(), resolution)
+        return PlaneSet(ids, planes, encoder.encode_files(portrait_paths(dataset, ids)))
+
+    train_set = plane_set(train_rows)
+    held_set = plane_set(heldout_rows[:64]) if heldout_rows else None
+    if (out / "decoder").exists():
+        shutil.rmtree(out / "decoder")
+    shutil.copytree(run / "decoder", out / "decoder")
+
+    torch.manual_seed(tcfg.seed)
+    model = BaseDiffusion(mcfg)
+    model.set_stats(*plane_stats(train_set.planes))
+    clean_all = model.normalise(train_set.planes)
+    latents_all = train_set.latents
+    optimizer = torch.optim.AdamW(model.parameters(), lr=tcfg.lr, weight_decay=tcfg.weight_decay)
+    ema = EMAModel(model.parameters(), decay=tcfg.ema_decay)
+    identity = {"train": asdict(tcfg), "model": asdict(mcfg), "run": str(run), "subjects": len(train_set.ids)}
+    start = load_checkpoint(out, model=model, ema=ema, optimizer=optimizer, config=json.loads(json.dumps(identity)))
+    if start:
+        log(f"resuming from step {start}")
+
+    accelerator = make_accelerator(cpu=cpu)
+    model, optimizer = accelerator.prepare(model, optimizer)
+    unwrapped = accelerator.unwrap_model(model)
+    ema.to(accelerator.device)
+    device, procs, rank = accelerator.device, accelerator.num_processes, accelerator.process_index
+    if tcfg.batch % procs:
+        raise DataError(f"batch {tcfg.batch} does not split over {procs} processes")
+    per_proc = tcfg.batch // procs
+    train_log = TrainLog(out / "train_log.csv", LOG_FIELDS)
+    if accelerator.is_main_process:
+        train_log.truncate_after(start)
+    scheduler = unwrapped.noise
+    t0, running, last = time.time(), [], time.time()
+    bar = tqdm(range(start, tcfg.steps), initial=start, total=tcfg.steps, desc="train base", unit="step",
+               disable=not (show_progress and accelerator.is_main_process))
+    model.train()
+    for step in bar:
+        g = step_generator(tcfg.seed, step)
+        rows = torch.randint(len(clean_all), (tcfg.batch,), generator=g)
+        noise = torch.randn((tcfg.batch, *clean_all.shape[1:]), generator=g)
+        timesteps = torch.randint(scheduler.config.num_train_timesteps, (tcfg.batch,), generator=g)
+        keep = (torch.rand(tcfg.batch, generator=g) >= mcfg.diffusion.latent_dropout).float()
+        mine = slice(rank * per_proc, (rank + 1) * per_proc)
+        clean, noise, timesteps = clean_all[rows][mine].to(device), noise[mine].to(device), timesteps[mine].to(device)
+        latent = (latents_all[rows][mine] * keep[mine, None]).to(device)
+        noisy = scheduler.add_noise(clean, noise, timesteps)
+        target = noise if mcfg.diffusion.prediction == "epsilon" else scheduler.get_velocity(clean, noise, timesteps)
+        lr = tcfg.lr * warmup_cosine(step, warmup=tcfg.warmup, total=tcfg.steps)
+        for group in optimizer.param_groups:
+            group["lr"] = lr
+        with accelerator.autocast():
+            loss = torch.nn.functional.mse_loss(model(noisy, timesteps, latent).float(), target)
+        check_finite(loss, step, out)
+        optimizer.zero_grad(set_to_none=True)
+        accelerator.backward(loss)
+        if tcfg.grad_clip > 0:
+            accelerator.clip_grad_norm_(model.parameters(), tcfg.grad_clip)
+        optimizer.step()
+        ema.step(unwrapped.parameters())
+        running.append(loss.item())
+        done = step + 1
+        if accelerator.is_main_process:
+            bar.set_postfix(loss=f"{np.mean(running[-50:]):.4f}")
+            row = {}
+            if done % tcfg.log_every == 0 or done == tcfg.steps:
+                now = time.time()
+                row = {"loss": float(np.mean(running)), "lr": lr, "step_s": (now - last) / max(1, len(running))}
+                running, last = [], now
+            if held_set is not None and (done == tcfg.steps or (tcfg.sample_every and done % tcfg.sample_every == 0)):
+                with swapped_in_ema(unwrapped, ema):
+                    row["heldout_loss"] = heldout_loss(unwrapped, held_set, seed=tcfg.seed)
+                    write_samples(unwrapped, decoder, held_set, preset, out / "samples" / f"step_{done:07d}.png",
+                                  seed=tcfg.seed)
+            if row:
+                train_log.append(step=done, time=round(time.time() - t0, 1), **row)
+            if done % tcfg.checkpoint_every == 0 and done < tcfg.steps:
+                save_checkpoint(out, model=unwrapped, ema=ema, optimizer=optimizer, step=done,
+                                config=json.loads(json.dumps(identity)))
+    bar.close()
+    accelerator.wait_for_everyone()
+    figures: dict = {"steps": tcfg.steps, "train_subjects": len(train_set.ids), "wall_s": round(time.time() - t0, 1)}
+    if accelerator.is_main_process:
+        with swapped_in_ema(unwrapped, ema):
+            save_component(unwrapped, out / "base", kind=BASE_KIND)
+            if held_set is not None:
+                figures["heldout_loss"] = heldout_loss(unwrapped, held_set, seed=tcfg.seed)
+        write_json(out / "train_base.json", {**identity, "data": str(dataset), "figures": figures})
+        shutil.rmtree(out / CHECKPOINT, ignore_errors=True)
+    return figures
+
+
+class swapped_in_ema:
+    """Within the block the model holds its EMA weights; its training weights come back after."""
+
+    def __init__(self, model: torch.nn.Module, ema: EMAModel) -> None:
+        self.model, self.ema = model, ema
+
+    def __enter__(self):
+        self.ema.store(self.model.parameters())
+        self.ema.copy_to(self.model.parameters())
+        self.model.eval()
+
+    def __exit__(self, *exc):
+        self.ema.restore(self.model.parameters())
+        self.model.train()
+
+
+@torch.no_grad()
+def heldout_loss(model: BaseDiffusion, held: PlaneSet, *, seed: int, repeats: int = 4) -> float:
+    """Denoising loss on held-out subjects at fixed noise and noise levels: comparable across runs."""
+    device = model.plane_mean.device
+    clean = model.normalise(held.planes.to(device))
+    g = torch.Generator().manual_seed(seed + 12345)
+    total = 0.0
+    for _ in range(repeats):
+        noise = torch.randn(clean.shape, generator=g).to(device)
+        t = torch.randint(model.noise.config.num_train_timesteps, (len(clean),), generator=g).to(device)
+        noisy = model.noise.add_noise(clean, noise, t)
+        target = noise if model.config.diffusion.prediction == "epsilon" else model.noise.get_velocity(clean, noise, t)
+        total += torch.nn.functional.mse_loss(model(noisy, t, held.latents.to(device)), target).item()
+    return total / repeats
+
+
+@torch.no_grad()
+def render_planes(planes: torch.Tensor, decoder: TriplaneDecoder, preset: Preset, *, azimuths: list[float],
+                  resolution: int = 64) -> np.ndarray:
+    """(len(azimuths), R, R, 3) uint8 renders of one tri-plane (3, C, H, W)."""
+    from rodin.io import to_uint8
+
+    r = preset.render
+    planes = planes.float().cpu()[None]
+    occupancy = occupancy_from_density(planes, decoder, resolution=r.occupancy_resolution,
+                                       threshold=r.occupancy_threshold)
+    c2w = orbit_cameras(azimuths, [10.0] * len(azimuths))
+    rgb, _, _ = render_views(planes, decoder, c2w, DEFAULT_FOV_X, resolution, samples=r.samples,
+                             importance=r.importance, occupancy=occupancy, background=r.background)
+    return to_uint8(rgb.numpy())
+
+
+def write_samples(model: BaseDiffusion, decoder: TriplaneDecoder, held: PlaneSet, preset: Preset, path: Path, *,
+                  seed: int, count: int = 4) -> None:
+    """One row per held-out subject: its fitted planes (front, side), then a sample from its z (front, side)."""
+    count = min(count, len(held.ids))
+    g = torch.Generator().manual_seed(seed)
+    samples = model.sample(held.latents[:count].to(model.plane_mean.device), generator=g).cpu()
+    rows = []
+    for k in range(count):
+        truth = render_planes(held.planes[k], decoder, preset, azimuths=[0.0, 60.0])
+        made = render_planes(samples[k], decoder, preset, azimuths=[0.0, 60.0])
+        rows.append(np.concatenate([truth, made]))
+    write_atomic(path, png_bytes(grid(np.concatenate(rows), 4)))
