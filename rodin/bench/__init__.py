@@ -19,6 +19,7 @@ BENCHMARKS: dict[str, str] = {
     "decode": "rodin.bench.decode:run",
     "fit": "rodin.bench.fit:run",
     "unet": "rodin.bench.unet:run",
+    "render-meshes": "rodin.bench.render_meshes:run",
 }
 
 

@@ -42,7 +42,8 @@ def fitted_row(store, run: Path, subject: str | None) -> int:
 
 
 def export(
-    run: Path = typer.Argument(..., help="A fit run folder (holds decoder/ and triplanes/)."),
+    run: Path = typer.Argument(..., help="An avatar file (rodin generate's avatar.safetensors) or a fit run "
+                                         "folder (holds decoder/ and triplanes/)."),
     fmt: str | None = typer.Option(None, "--format", help="Mesh format: glb, ply or obj "
                                       "(default: from --out, else glb)."),
     subject: str | None = typer.Option(None, "--subject", help="Subject id (default: the first fitted)."),
@@ -50,7 +51,8 @@ def export(
                                    help="Marching-cubes grid nodes per axis over the box."),
     threshold: float | None = typer.Option(None, "--threshold", min=0.0,
                                            help="Density of the surface level (default: measured, 3)."),
-    out: Path | None = typer.Option(None, "--out", help="Mesh file (default: RUN/export/<subject>.<format>)."),
+    out: Path | None = typer.Option(None, "--out", help="Mesh file (default: beside the avatar file, or "
+                                                        "RUN/export/<subject>.<format>)."),
 ) -> None:
     """Mesh a fitted tri-plane (marching cubes on its density) with vertex colours."""
     import time
@@ -72,12 +74,20 @@ def export(
     if out is not None and not out.suffix:
         out = out.with_name(f"{out.name}.{chosen}")
 
-    store, decoder = open_run(run)
-    row = fitted_row(store, run, subject)
-    sid = store.ids[row]
-    target = out if out is not None else run / "export" / f"{sid}.{chosen}"
+    if run.is_file():
+        from rodin.pipeline import Avatar
+
+        avatar = Avatar.load(run)
+        planes, decoder, sid = avatar.planes, avatar.decoder, run.stem
+        target = out if out is not None else run.with_suffix(f".{chosen}")
+    else:
+        store, decoder = open_run(run)
+        row = fitted_row(store, run, subject)
+        sid = store.ids[row]
+        planes = store.get(row)
+        target = out if out is not None else run / "export" / f"{sid}.{chosen}"
     began = time.perf_counter()
-    mesh = extract_mesh(store.get(row), decoder, resolution=resolution, threshold=threshold)
+    mesh = extract_mesh(planes, decoder, resolution=resolution, threshold=threshold)
     write_mesh(mesh, target)
     typer.echo(f"wrote {target} ({sid}: {len(mesh.vertices)} vertices, {len(mesh.faces)} faces, "
                f"{time.perf_counter() - began:.1f} s)")

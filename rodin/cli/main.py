@@ -14,7 +14,7 @@ import typer
 from rodin.errors import RodinError
 
 # Compute-heavy verbs keep freed memory for reuse (see rodin.triplane.kernel.tune_allocator).
-HEAVY_VERBS = {"fit", "render", "bench", "demo", "export", "eval", "train"}
+HEAVY_VERBS = {"fit", "render", "bench", "demo", "export", "eval", "train", "generate"}
 
 app = typer.Typer(
     name="rodin",
@@ -34,7 +34,7 @@ def _root(
 
 @app.command("bench")
 def bench(
-    name: str = typer.Argument(..., help="Benchmark to run: synth, decode, fit or unet."),
+    name: str = typer.Argument(..., help="Benchmark to run: synth, decode, fit, unet or render-meshes."),
     quick: bool = typer.Option(False, "--quick", help="A smaller, faster run (for smoke tests)."),
     steps: int | None = typer.Option(None, "--steps", min=1, help="fit only: optimiser steps per subject."),
 ) -> None:
@@ -64,6 +64,7 @@ def _register() -> None:
     from rodin.cli import data, fit, render
     from rodin.cli import eval as eval_cli
     from rodin.cli import export as export_cli
+    from rodin.cli import generate as generate_cli
     from rodin.cli import train as train_cli
 
     app.add_typer(data.app, name="data")
@@ -73,6 +74,7 @@ def _register() -> None:
     app.command("export")(export_cli.export)
     app.add_typer(eval_cli.app, name="eval")
     app.add_typer(train_cli.app, name="train")
+    app.command("generate")(generate_cli.generate)
 
 
 def main(argv: list[str] | None = None) -> None:

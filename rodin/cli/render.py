@@ -10,7 +10,7 @@ from rodin.config import get_preset
 
 
 def render(
-    run: Path = typer.Argument(..., help="A fit run folder (holds decoder/ and triplanes/)."),
+    run: Path = typer.Argument(..., help="An avatar file (avatar.safetensors) or a fit run folder."),
     out: Path = typer.Option(..., "--out", help="Output: .mp4 or .gif turntable, or .png grid of views."),
     subject: str | None = typer.Option(None, "--subject", help="Subject id (default: the first fitted)."),
     frames: int = typer.Option(48, "--frames", min=1, max=720, help="Frames around the turntable."),
@@ -18,32 +18,28 @@ def render(
     elevation: float = typer.Option(10.0, "--elevation", help="Camera elevation, degrees."),
     preset: str = typer.Option("small", "--preset", help="Render settings of this preset."),
 ) -> None:
-    """Render a fitted tri-plane: a turntable video or a grid of views."""
+    """Render an avatar or a fitted tri-plane: a turntable video or a grid of views."""
+    from rodin.cli.export import fitted_row, open_run
     from rodin.errors import DataError
-    from rodin.fit.run import DECODER_KIND
-    from rodin.fit.store import TriplaneStore
-    from rodin.modeling import load_component
     from rodin.render.turntable import IMAGE_SUFFIXES, VIDEO_SUFFIXES, render_turntable, write_frames
-    from rodin.triplane.decoder import TriplaneDecoder
 
     if out.suffix.lower() not in VIDEO_SUFFIXES + IMAGE_SUFFIXES:
         raise DataError(f"{out}: unknown output type {out.suffix!r}; use .mp4, .gif or .png")
-    chosen = get_preset(preset)
-    store = TriplaneStore.open(run / "triplanes")
-    if subject is None:
-        done = [i for i, d in enumerate(store.done) if d]
-        if not done:
-            raise DataError(f"{run}: no fitted subject yet")
-        row = done[0]
+    render_config = get_preset(preset).render
+    if run.is_file():
+        from rodin.pipeline import Avatar
+
+        avatar = Avatar.load(run)
+        planes, decoder, name = avatar.planes, avatar.decoder, run.stem
+        render_config = avatar.render_config
     else:
-        row = store.row(subject)
-        if not store.done[row]:
-            raise DataError(f"{run}: subject {subject!r} is not fitted yet")
-    decoder = load_component(TriplaneDecoder, type(chosen.decoder), run / "decoder", kind=DECODER_KIND)
-    images = render_turntable(store.get(row), decoder, chosen.render, frames=frames, resolution=resolution,
+        store, decoder = open_run(run)
+        row = fitted_row(store, run, subject)
+        planes, name = store.get(row), store.ids[row]
+    images = render_turntable(planes, decoder, render_config, frames=frames, resolution=resolution,
                               elevation=elevation, progress=True)
     write_frames(images, out)
-    typer.echo(f"wrote {out} ({store.ids[row]}, {frames} frames at {resolution}²)")
+    typer.echo(f"wrote {out} ({name}, {frames} frames at {resolution}²)")
 
 
 def demo(

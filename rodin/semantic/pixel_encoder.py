@@ -28,23 +28,42 @@ class PixelEncoderConfig:
     dim: int = 16                     # size of z
 
 
-def load_portrait(path: Path | str, *, size: int) -> Tensor:
-    """A portrait image as (3, size, size) floats in [0, 1], alpha composited on white."""
-    path = Path(path)
-    try:
-        with Image.open(path) as image:
-            image.load()
-            rgba = image.convert("RGBA")
-    except FileNotFoundError:
-        raise DataError(f"{path}: portrait not found") from None
-    except (UnidentifiedImageError, OSError, ValueError) as err:
-        raise DataError(f"{path}: not a readable image ({err})") from None
+def square_on_white(image: Image.Image, *, size: int) -> Tensor:
+    """Centre square of an image, resized to (3, size, size) floats in [0, 1], alpha composited on white."""
+    rgba = image.convert("RGBA")
     side = min(rgba.size)
     left, top = (rgba.width - side) // 2, (rgba.height - side) // 2
     rgba = rgba.crop((left, top, left + side, top + side)).resize((size, size), Image.Resampling.BOX)
     pixels = np.asarray(rgba, dtype=np.float32) / 255.0
     rgb = pixels[..., :3] * pixels[..., 3:] + (1.0 - pixels[..., 3:])
     return torch.from_numpy(rgb).permute(2, 0, 1).contiguous()
+
+
+def load_portrait(path: Path | str, *, size: int) -> Tensor:
+    """A portrait file as (3, size, size) floats on white (see `square_on_white`)."""
+    path = Path(path)
+    try:
+        with Image.open(path) as image:
+            image.load()
+            return square_on_white(image, size=size)
+    except FileNotFoundError:
+        raise DataError(f"{path}: portrait not found") from None
+    except (UnidentifiedImageError, OSError, ValueError) as err:
+        raise DataError(f"{path}: not a readable image ({err})") from None
+
+
+def portrait_from_array(image: np.ndarray | Tensor, *, size: int) -> Tensor:
+    """An in-memory portrait, (H, W, 3|4) or (3|4, H, W), uint8 or floats in [0, 1]."""
+    array = image.detach().cpu().numpy() if isinstance(image, Tensor) else np.asarray(image)
+    if array.ndim == 3 and array.shape[0] in (3, 4) and array.shape[-1] not in (3, 4):
+        array = np.moveaxis(array, 0, -1)
+    if array.ndim != 3 or array.shape[-1] not in (3, 4) or min(array.shape[:2]) < 1:
+        raise DataError(f"a portrait array must be (H, W, 3 or 4), got shape {array.shape}")
+    if array.dtype != np.uint8:
+        if not np.isfinite(array).all():
+            raise DataError("the portrait array holds NaN or infinity")
+        array = np.clip(np.floor(array.astype(np.float64) * 255 + 0.5), 0, 255).astype(np.uint8)
+    return square_on_white(Image.fromarray(np.ascontiguousarray(array)), size=size)
 
 
 class PixelEncoder(nn.Module):

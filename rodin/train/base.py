@@ -24,11 +24,12 @@ from diffusers.training_utils import EMAModel
 from rodin.config import BaseModelConfig, DecoderConfig, Preset, TrainConfig
 from rodin.diffusion.base import KIND as BASE_KIND
 from rodin.diffusion.base import BaseDiffusion
-from rodin.errors import DataError
+from rodin.errors import ConfigError, DataError
 from rodin.fit.run import DECODER_KIND, list_sources
 from rodin.fit.store import TriplaneStore
 from rodin.io import png_bytes, write_atomic, write_json
 from rodin.modeling import load_component, save_component
+from rodin.pipeline import write_model_index
 from rodin.render.cameras import DEFAULT_FOV_X, orbit_cameras
 from rodin.render.turntable import grid
 from rodin.render.volume import occupancy_from_density, render_views
@@ -158,6 +159,15 @@ def train_base(
         shutil.rmtree(out / "decoder")
     shutil.copytree(run / "decoder", out / "decoder")
 
+    identity = {"train": asdict(tcfg), "model": asdict(mcfg), "run": str(run), "subjects": len(train_set.ids)}
+    finished = out / "train_base.json"
+    if finished.is_file() and not (out / CHECKPOINT).exists():
+        record = json.loads(finished.read_text())
+        if {k: record.get(k) for k in identity} == json.loads(json.dumps(identity)):
+            log(f"{out} already holds this trained model; nothing to do")
+            return record["figures"]
+        raise ConfigError(f"{out}: holds a model trained with other settings; use another --out")
+
     torch.manual_seed(tcfg.seed)
     model = BaseDiffusion(mcfg)
     model.set_stats(*plane_stats(train_set.planes))
@@ -165,7 +175,6 @@ def train_base(
     latents_all = train_set.latents
     optimizer = torch.optim.AdamW(model.parameters(), lr=tcfg.lr, weight_decay=tcfg.weight_decay)
     ema = EMAModel(model.parameters(), decay=tcfg.ema_decay)
-    identity = {"train": asdict(tcfg), "model": asdict(mcfg), "run": str(run), "subjects": len(train_set.ids)}
     start = load_checkpoint(out, model=model, ema=ema, optimizer=optimizer, config=json.loads(json.dumps(identity)))
     if start:
         log(f"resuming from step {start}")
@@ -237,6 +246,8 @@ def train_base(
             if held_set is not None:
                 figures["heldout_loss"] = heldout_loss(unwrapped, held_set, seed=tcfg.seed)
         write_json(out / "train_base.json", {**identity, "data": str(dataset), "figures": figures})
+        write_model_index(out, render=preset.render, preset=preset.name,
+                          components={"base": "base", "decoder": "decoder", "latent": "latent"})
         shutil.rmtree(out / CHECKPOINT, ignore_errors=True)
     return figures
 
