@@ -32,6 +32,7 @@ bench: setup
 	$(BIN)/rodin bench synth
 	$(BIN)/rodin bench decode
 	$(BIN)/rodin bench fit
+	$(BIN)/rodin bench unet
 
 clean:
 	rm -rf $(VENV) demo_out .pytest_cache

@@ -198,7 +198,7 @@ def test_fit_train_sample_render(tiny_fit_run, tmp_path):
                              kind="triplane-decoder")
     planes = model.sample(torch.randn(1, model.latent_dim), generator=torch.Generator().manual_seed(0))
     assert torch.isfinite(planes).all()
-    images = render_planes(planes[0], decoder, get_preset("tiny"), azimuths=[0.0, 90.0], resolution=16)
+    images = render_planes(planes[0], decoder, get_preset("tiny").render, azimuths=[0.0, 90.0], resolution=16)
     assert images.shape == (2, 16, 16, 3)
     info = json.loads((model_dir / "train_base.json").read_text())
     assert info["figures"]["steps"] == 12

@@ -102,3 +102,17 @@ def test_cli_generate_bad_input_is_one_line(tiny_model, tmp_path, capsys, args, 
     err = capsys.readouterr().err.strip().splitlines()
     assert exit_info.value.code == 2 and len(err) == 1 and message in err[0]
     assert not (tmp_path / "o").exists()  # nothing half-written
+
+
+def test_eval_sheet_shows_portraits_beside_samples(tiny_model, tiny_fit_run, tmp_path):
+    from PIL import Image
+
+    from rodin.cli.main import main
+
+    out = tmp_path / "sheet.png"
+    with pytest.raises(SystemExit) as exit_info:
+        main(["eval", "sheet", str(tiny_model), "--data", str(tiny_fit_run / "data"), "--count", "1",
+              "--unconditional", "1", "--resolution", "16", "--out", str(out)])
+    assert exit_info.value.code in (0, None)
+    with Image.open(out) as sheet:
+        assert sheet.size == (5 * 16, 2 * 16)  # portrait + 4 angles, one conditioned and one free row

@@ -21,7 +21,7 @@ import numpy as np
 import torch
 from diffusers.training_utils import EMAModel
 
-from rodin.config import BaseModelConfig, DecoderConfig, Preset, TrainConfig
+from rodin.config import BaseModelConfig, DecoderConfig, Preset, RenderConfig, TrainConfig
 from rodin.diffusion.base import KIND as BASE_KIND
 from rodin.diffusion.base import BaseDiffusion
 from rodin.errors import ConfigError, DataError
@@ -285,12 +285,11 @@ def heldout_loss(model: BaseDiffusion, held: PlaneSet, *, seed: int, repeats: in
 
 
 @torch.no_grad()
-def render_planes(planes: torch.Tensor, decoder: TriplaneDecoder, preset: Preset, *, azimuths: list[float],
+def render_planes(planes: torch.Tensor, decoder: TriplaneDecoder, r: RenderConfig, *, azimuths: list[float],
                   resolution: int = 64) -> np.ndarray:
-    """(len(azimuths), R, R, 3) uint8 renders of one tri-plane (3, C, H, W)."""
+    """(len(azimuths), R, R, 3) uint8 renders of one tri-plane (3, C, H, W) at 10° elevation."""
     from rodin.io import to_uint8
 
-    r = preset.render
     planes = planes.float().cpu()[None]
     occupancy = occupancy_from_density(planes, decoder, resolution=r.occupancy_resolution,
                                        threshold=r.occupancy_threshold)
@@ -308,7 +307,7 @@ def write_samples(model: BaseDiffusion, decoder: TriplaneDecoder, held: PlaneSet
     samples = model.sample(held.latents[:count].to(model.plane_mean.device), generator=g).cpu()
     rows = []
     for k in range(count):
-        truth = render_planes(held.planes[k], decoder, preset, azimuths=[0.0, 60.0])
-        made = render_planes(samples[k], decoder, preset, azimuths=[0.0, 60.0])
+        truth = render_planes(held.planes[k], decoder, preset.render, azimuths=[0.0, 60.0])
+        made = render_planes(samples[k], decoder, preset.render, azimuths=[0.0, 60.0])
         rows.append(np.concatenate([truth, made]))
     write_atomic(path, png_bytes(grid(np.concatenate(rows), 4)))
