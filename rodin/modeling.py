@@ -26,11 +26,17 @@ CONFIG = "config.json"
 LOADABLE_DTYPES = (torch.float32, torch.float16, torch.bfloat16)
 
 
-def save_component(module: torch.nn.Module, folder: Path | str, *, kind: str) -> Path:
-    """Write `module.config` and its weights into `folder` (each file atomically)."""
+def save_component(module: torch.nn.Module, folder: Path | str, *, kind: str, dtype: torch.dtype | None = None) -> Path:
+    """Write `module.config` and its weights into `folder` (each file atomically).
+
+    `dtype` stores floating-point tensors in that precision (float16 halves a shipped model);
+    loading casts them back to the module's own dtype.
+    """
     folder = Path(folder)
     folder.mkdir(parents=True, exist_ok=True)
     tensors = {k: v.detach().contiguous().cpu() for k, v in module.state_dict().items()}
+    if dtype is not None:
+        tensors = {k: v.to(dtype) if v.is_floating_point() else v for k, v in tensors.items()}
     write_atomic(folder / WEIGHTS, save(tensors, metadata={"kind": kind}))
     write_json(folder / CONFIG, {"kind": kind, "config": asdict(module.config)})
     return folder

@@ -89,3 +89,12 @@ def test_integer_weights_are_refused_and_half_precision_loads(tmp_path):
     save_file({**tensors, name: tensors[name].to(torch.int32)}, str(folder / "model.safetensors"))
     with pytest.raises(DataError, match="dtype"):
         load_component(TriplaneDecoder, DecoderConfig, folder, kind=KIND)
+
+
+def test_saving_in_half_precision_halves_the_file_and_loads_close(tmp_path):
+    decoder, folder = saved(tmp_path)
+    half = save_component(decoder, tmp_path / "half", kind=KIND, dtype=torch.float16)
+    assert (half / "model.safetensors").stat().st_size < 0.6 * (folder / "model.safetensors").stat().st_size
+    loaded = load_component(TriplaneDecoder, DecoderConfig, half, kind=KIND)
+    for (name, a), b in zip(decoder.state_dict().items(), loaded.state_dict().values()):
+        assert b.dtype == torch.float32 and torch.allclose(a, b, rtol=1e-3, atol=1e-4), name
