@@ -26,6 +26,7 @@ from rodin.errors import ConfigError, DataError
 from rodin.io import write_atomic, write_json
 
 INDEX = "model_index.json"
+SHEET_AZIMUTHS = (0.0, 45.0, 90.0, 180.0)
 AVATAR_FORMAT = "rodin-avatar/1"
 
 
@@ -191,3 +192,24 @@ class RodinPipeline:
                 "steps": steps or self.base.config.diffusion.sample_steps, "model": str(self.path)}
         return Avatar(planes[0], self.decoder, self.render, info)
 
+
+
+def sample_sheet(pipe: RodinPipeline, portraits: list[Path | None], *, seed: int = 0, resolution: int = 64,
+                 guidance_scale: float | None = None) -> np.ndarray:
+    """A contact sheet, one row per entry: the portrait (blank for None: unconditional), then the avatar
+    sampled from it (seed + row) seen from `SHEET_AZIMUTHS`."""
+    from rodin.io import to_uint8
+    from rodin.render.turntable import grid
+    from rodin.semantic.pixel_encoder import load_portrait
+    from rodin.train.base import render_planes
+
+    tiles = []
+    for row, portrait in enumerate(portraits):
+        avatar = pipe(image=portrait, seed=seed + row, guidance_scale=guidance_scale)
+        if portrait is None:
+            tiles.append(np.full((resolution, resolution, 3), 255, np.uint8))
+        else:
+            tiles.append(to_uint8(load_portrait(portrait, size=resolution).permute(1, 2, 0).numpy()))
+        tiles.extend(render_planes(avatar.planes, pipe.decoder, pipe.render, azimuths=list(SHEET_AZIMUTHS),
+                                   resolution=resolution))
+    return grid(np.stack(tiles), 1 + len(SHEET_AZIMUTHS))

@@ -212,35 +212,18 @@ def sheet(
     guidance: float | None = typer.Option(None, "--guidance", min=0.0, help="Classifier-free guidance scale."),
 ) -> None:
     """Look at samples: per held-out subject its portrait, then the avatar generated from it at 4 angles."""
-    import numpy as np
-
     from rodin.errors import DataError
     from rodin.fit.run import list_sources
     from rodin.io import png_bytes, write_atomic
-    from rodin.pipeline import RodinPipeline
-    from rodin.render.turntable import grid
-    from rodin.semantic.pixel_encoder import load_portrait
-    from rodin.train.base import portrait_paths, render_planes
+    from rodin.pipeline import SHEET_AZIMUTHS, RodinPipeline, sample_sheet
+    from rodin.train.base import portrait_paths
 
     pipe = RodinPipeline.from_pretrained(model)
     sources = [s for s in list_sources(data) if s.split != "train"][:count]
     if not sources:
         raise DataError(f"{data}: no held-out (val/test) subjects to take portraits from")
-    azimuths = [0.0, 45.0, 90.0, 180.0]
-    tiles = []
-    blank = np.full((resolution, resolution, 3), 255, np.uint8)
-    portraits = portrait_paths(data, [s.id for s in sources])
-    rows = [(path, seed + k) for k, path in enumerate(portraits)]
-    rows += [(None, seed + len(sources) + k) for k in range(unconditional)]
-    for portrait, row_seed in rows:
-        avatar = pipe(image=portrait, seed=row_seed, guidance_scale=guidance)
-        if portrait is not None:
-            pixels = load_portrait(portrait, size=resolution).permute(1, 2, 0).numpy()
-            tiles.append(np.clip(np.floor(pixels * 255 + 0.5), 0, 255).astype(np.uint8))
-        else:
-            tiles.append(blank)
-        tiles.extend(render_planes(avatar.planes, pipe.decoder, pipe.render, azimuths=azimuths, resolution=resolution))
-    write_atomic(out, png_bytes(grid(np.stack(tiles), 1 + len(azimuths))))
+    portraits: list = portrait_paths(data, [s.id for s in sources]) + [None] * unconditional
+    image = sample_sheet(pipe, portraits, seed=seed, resolution=resolution, guidance_scale=guidance)
+    write_atomic(out, png_bytes(image))
     typer.echo(f"wrote {out} ({len(sources)} conditioned rows, {unconditional} unconditional; columns: portrait, "
-               f"then azimuth {', '.join(f'{a:g}' for a in azimuths)})")
-
+               f"then azimuth {', '.join(f'{a:g}' for a in SHEET_AZIMUTHS)})")

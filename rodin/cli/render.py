@@ -47,34 +47,50 @@ def demo(
     subjects: int = typer.Option(4, "--subjects", min=1, max=64, help="Avatars to synthesise and fit."),
 ) -> None:
     """Synthesise new avatars, fit them as tri-planes with the shipped decoder, render turntables."""
-    import json
-
     from rodin.data.contact import contact_sheet
     from rodin.data.synth import synth_dataset
     from rodin.errors import DataError
     from rodin.fit.run import fit_dataset
+    from rodin.io import write_json
     from rodin.paths import shipped_model
+    from rodin.render.turntable import write_frames
 
     preset = get_preset("small")
     decoder = shipped_model("small") / "decoder"
     if not (decoder / "model.safetensors").is_file():
         raise DataError(f"{decoder}: the shipped decoder is missing; `git checkout models/` restores it")
     data = out / "data"
-    typer.echo(f"1/3 synthesising {subjects} new avatars into {data}")
+    typer.echo(f"1/4 synthesising {subjects} new avatars into {data}")
     synth_dataset(data, subjects=subjects, views=preset.data.views, resolution=preset.data.resolution,
                   seed=2024, portrait_resolution=128)
     contact_sheet(data, out / "avatars.png")
     typer.echo(f"    contact sheet: {out / 'avatars.png'}")
-    typer.echo("2/3 fitting their tri-planes with the shipped decoder (small preset)")
+    typer.echo("2/4 fitting their tri-planes with the shipped decoder (small preset)")
     metrics = fit_dataset(data, out / "fit", preset=preset, decoder_path=decoder,
                           log=lambda m: typer.echo(m, err=True))
     typer.echo(f"    held-out views: PSNR {metrics['heldout_psnr_mean']:.2f} dB, "
                f"SSIM {metrics['heldout_ssim_mean']:.3f}")
-    typer.echo("3/3 rendering turntables")
+    typer.echo("3/4 rendering turntables")
     first = sorted(p.name for p in data.iterdir() if p.is_dir())[0]
     render(out / "fit", out / "turntable.mp4", subject=first, frames=48, resolution=128, elevation=10.0,
            preset="small")
     render(out / "fit", out / "views.png", subject=first, frames=8, resolution=128, elevation=10.0,
            preset="small")
-    (out / "metrics.json").write_text(json.dumps(metrics, indent=2))
-    typer.echo(f"done: {out}/avatars.png, {out}/turntable.mp4, {out}/views.png")
+    written = ["avatars.png", "turntable.mp4", "views.png", "metrics.json"]
+    model = shipped_model("small")
+    if (model / "model_index.json").is_file() and (model / "base").is_dir():
+        from rodin.io import png_bytes, write_atomic
+        from rodin.pipeline import RodinPipeline, sample_sheet
+        from rodin.train.base import portrait_paths
+
+        typer.echo("4/4 generating avatars from the same portraits with the shipped base model")
+        pipe = RodinPipeline.from_pretrained(model)
+        ids = sorted(p.name for p in data.iterdir() if p.is_dir())
+        portraits = portrait_paths(data, ids)
+        write_atomic(out / "generated.png", png_bytes(sample_sheet(pipe, portraits + [None, None], resolution=96)))
+        avatar = pipe(image=portraits[0], seed=0)
+        avatar.save(out / "generated.safetensors")
+        write_frames(avatar.turntable(frames=48, resolution=128), out / "generated_turntable.mp4")
+        written += ["generated.png", "generated_turntable.mp4", "generated.safetensors"]
+    write_json(out / "metrics.json", metrics)
+    typer.echo("done: " + ", ".join(f"{out}/{name}" for name in written))
