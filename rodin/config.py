@@ -112,7 +112,10 @@ class DiffusionConfig:
 
     train_timesteps: int = 1000
     beta_schedule: str = "squaredcos_cap_v2"
-    prediction: str = "epsilon"       # "epsilon" or "v_prediction"
+    # v-prediction: with a schedule whose last steps hold almost no signal, predicting the noise makes
+    # x0 = (x - sqrt(1 - a) eps) / sqrt(a) blow up early in sampling (measured: samples diverged);
+    # predicting v keeps x0 = sqrt(a) x - sqrt(1 - a) v bounded.
+    prediction: str = "v_prediction"  # "v_prediction" or "epsilon"
     sampler: str = "ddim"             # "ddim" or "dpm" (DPM-Solver++ multistep)
     sample_steps: int = 25
     guidance_scale: float = 2.0       # classifier-free guidance on z; 1 = conditional only

@@ -33,10 +33,12 @@ def training_scheduler(config: DiffusionConfig) -> DDPMScheduler:
 def sampling_scheduler(config: DiffusionConfig, sampler: str | None = None):
     sampler = sampler or config.sampler
     base = training_scheduler(config).config
+    # "trailing" spacing starts sampling at the last training step, where the input is pure noise.
     if sampler == "ddim":
-        return DDIMScheduler.from_config(base, clip_sample=False, set_alpha_to_one=False)
+        return DDIMScheduler.from_config(base, clip_sample=False, set_alpha_to_one=False, timestep_spacing="trailing")
     if sampler == "dpm":
-        return DPMSolverMultistepScheduler.from_config(base, algorithm_type="dpmsolver++", solver_order=2)
+        return DPMSolverMultistepScheduler.from_config(base, algorithm_type="dpmsolver++", solver_order=2,
+                                                       timestep_spacing="trailing")
     raise ConfigError(f"unknown sampler {sampler!r}; choose one of {', '.join(SAMPLERS)}")
 
 
