@@ -242,7 +242,8 @@ def train_base(
     figures: dict = {"steps": tcfg.steps, "train_subjects": len(train_set.ids), "wall_s": round(time.time() - t0, 1)}
     if accelerator.is_main_process:
         with swapped_in_ema(unwrapped, ema):
-            save_component(unwrapped, out / "base", kind=BASE_KIND)
+            # Half precision halves the shipped model; renders from it match float32 ones (tested).
+            save_component(unwrapped, out / "base", kind=BASE_KIND, dtype=torch.float16)
             if held_set is not None:
                 figures["heldout_loss"] = heldout_loss(unwrapped, held_set, seed=tcfg.seed)
         write_json(out / "train_base.json", {**identity, "data": str(dataset), "figures": figures})
