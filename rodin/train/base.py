@@ -91,7 +91,7 @@ def portrait_paths(data: Path, ids: list[str]) -> list[Path]:
     return paths
 
 
-def load_plane_sets(store: TriplaneStore, resolution: int) -> tuple[list[int], list[int]]:
+def load_plane_sets(store: TriplaneStore) -> tuple[list[int], list[int]]:
     """Rows of fitted subjects: training split, and the rest (held out)."""
     done = [i for i, d in enumerate(store.done) if d]
     train = [i for i in done if store.splits[i] == "train"]
@@ -130,7 +130,7 @@ def train_base(
     resolution = preset.triplane.base_resolution
     if mcfg.unet.channels != channels or mcfg.unet.resolution != resolution:
         mcfg = replace(mcfg, unet=replace(mcfg.unet, channels=channels, resolution=resolution))
-    train_rows, heldout_rows = load_plane_sets(store, resolution)
+    train_rows, heldout_rows = load_plane_sets(store)
     decoder = load_component(TriplaneDecoder, DecoderConfig, run / "decoder", kind=DECODER_KIND)
     dataset = data_folder(run, data)
 
