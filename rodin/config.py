@@ -148,6 +148,47 @@ class TrainConfig:
 
 
 @dataclass(frozen=True)
+class DualEncoderConfig:
+    """Our CLIP-style image-text encoder (stage 5): a CNN image tower, a frozen MiniLM text tower."""
+
+    dim: int = 64                     # size of the shared space (and of z)
+    image_size: int = 64              # portraits are read at this side
+    width: int = 32                   # channels of the image tower's first stage
+    text_hidden: int = 256            # hidden width of the text projection
+    text_features: int = 384          # width of the frozen sentence vectors (all-MiniLM-L6-v2)
+    logit_scale_init: float = 14.3    # 1 / temperature at the start (CLIP: 1 / 0.07)
+
+
+@dataclass(frozen=True)
+class EncoderTrainConfig:
+    """Contrastive training of the dual encoder on portraits and captions."""
+
+    steps: int = 1500
+    batch: int = 128                  # subjects per step (distinct: in-batch negatives)
+    lr: float = 2e-3
+    warmup: int = 100
+    weight_decay: float = 1e-4
+    ema_decay: float = 0.995
+    probe_weight: float = 0.5         # attribute probes on the image embedding, beside the contrastive loss
+    captions_per_subject: int = 8     # wordings drawn per subject (the dataset's own caption among them)
+    front_degrees: float = 45.0       # views within this azimuth of the face join the portrait as images
+    checkpoint_every: int = 250
+    log_every: int = 25
+    seed: int = 0
+
+
+@dataclass(frozen=True)
+class PriorConfig:
+    """The latent prior: a small diffusion model over z, conditioned on a text embedding (or nothing)."""
+
+    dim: int = 64                     # size of z (= the semantic space)
+    hidden: int = 512
+    layers: int = 4                   # residual MLP blocks
+    diffusion: DiffusionConfig = field(default_factory=lambda: DiffusionConfig(
+        prediction="sample", sample_steps=25, guidance_scale=2.0, latent_dropout=0.2))
+
+
+@dataclass(frozen=True)
 class Preset:
     name: str
     data: DataConfig = field(default_factory=DataConfig)
@@ -157,6 +198,10 @@ class Preset:
     fit: FitConfig = field(default_factory=FitConfig)
     base: BaseModelConfig = field(default_factory=BaseModelConfig)
     train_base: TrainConfig = field(default_factory=TrainConfig)
+    encoder: DualEncoderConfig = field(default_factory=DualEncoderConfig)
+    train_encoder: EncoderTrainConfig = field(default_factory=EncoderTrainConfig)
+    prior: PriorConfig = field(default_factory=PriorConfig)
+    train_prior: TrainConfig = field(default_factory=TrainConfig)
 
 
 PRESETS: dict[str, Preset] = {
@@ -175,6 +220,13 @@ PRESETS: dict[str, Preset] = {
         ),
         train_base=TrainConfig(steps=200, batch=4, lr=1e-3, warmup=10, ema_decay=0.99, checkpoint_every=50,
                                sample_every=0, log_every=10),
+        encoder=DualEncoderConfig(dim=16, image_size=32, width=8, text_hidden=64),
+        train_encoder=EncoderTrainConfig(steps=80, batch=8, lr=3e-3, warmup=10, ema_decay=0.9, captions_per_subject=4,
+                                         checkpoint_every=40, log_every=10),
+        prior=PriorConfig(dim=16, hidden=64, layers=2, diffusion=DiffusionConfig(
+            prediction="sample", sample_steps=10, guidance_scale=2.0, latent_dropout=0.2)),
+        train_prior=TrainConfig(steps=200, batch=32, lr=2e-3, warmup=10, ema_decay=0.99, checkpoint_every=100,
+                                sample_every=0, log_every=20),
     ),
     "small": Preset(
         name="small",
@@ -186,11 +238,16 @@ PRESETS: dict[str, Preset] = {
                       rays_per_step=4096, heldout_views=4, batch_subjects=8),
         base=BaseModelConfig(
             unet=UNetConfig(channels=16, resolution=32, width=32, multipliers=(1, 2, 4), blocks=2,
-                            attention_resolutions=(8,), heads=4, latent_dim=32, groups=8),
+                            attention_resolutions=(8,), heads=4, latent_dim=64, groups=8),
             diffusion=DiffusionConfig(sample_steps=25),
         ),
         train_base=TrainConfig(steps=4000, batch=16, lr=5e-4, warmup=200, ema_decay=0.999,
                                checkpoint_every=250, sample_every=1000, log_every=25),
+        encoder=DualEncoderConfig(dim=64, image_size=64, width=32),
+        train_encoder=EncoderTrainConfig(steps=1500, batch=128),
+        prior=PriorConfig(dim=64, hidden=512, layers=4),
+        train_prior=TrainConfig(steps=4000, batch=256, lr=1e-3, warmup=100, ema_decay=0.999, checkpoint_every=1000,
+                                sample_every=0, log_every=100),
     ),
     "paper": Preset(
         name="paper",
@@ -205,6 +262,12 @@ PRESETS: dict[str, Preset] = {
                             attention_resolutions=(16, 8), heads=8, latent_dim=512, groups=32, dropout=0.1),
             diffusion=DiffusionConfig(sample_steps=50),
         ),
+        encoder=DualEncoderConfig(dim=512, image_size=224, width=64, text_hidden=1024),
+        train_encoder=EncoderTrainConfig(steps=50_000, batch=512, lr=1e-3, warmup=2000, checkpoint_every=2000),
+        prior=PriorConfig(dim=512, hidden=2048, layers=6, diffusion=DiffusionConfig(
+            prediction="sample", sample_steps=50, guidance_scale=2.0, latent_dropout=0.2)),
+        train_prior=TrainConfig(steps=200_000, batch=1024, lr=1e-4, warmup=2000, ema_decay=0.9999,
+                                checkpoint_every=5000, sample_every=0, log_every=100),
         train_base=TrainConfig(steps=500_000, batch=64, lr=1e-4, warmup=5000, ema_decay=0.9999,
                                checkpoint_every=5000, sample_every=20_000, log_every=100),
     ),

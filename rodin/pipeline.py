@@ -38,6 +38,7 @@ class Avatar:
     decoder: Any                              # TriplaneDecoder
     render_config: RenderConfig
     info: dict = field(default_factory=dict)  # how it was made (seed, input image, guidance, model)
+    latent: torch.Tensor | None = None        # (D,) the z it was drawn for, so that it can be edited later
 
     def views(self, *, count: int = 8, resolution: int = 128, elevation: float = 10.0) -> np.ndarray:
         """(count, R, R, 3) uint8 views evenly spaced around the avatar, the first from the front."""
@@ -59,6 +60,8 @@ class Avatar:
         """A self-contained avatar file: the tri-plane, and the decoder's weights and config beside it."""
         path = Path(path)
         tensors = {"planes": self.planes.detach().float().contiguous().cpu()}
+        if self.latent is not None:
+            tensors["latent"] = self.latent.detach().float().reshape(-1).contiguous().cpu()
         tensors.update({f"decoder.{k}": v.detach().contiguous().cpu() for k, v in self.decoder.state_dict().items()})
         metadata = {
             "format": AVATAR_FORMAT,
@@ -98,7 +101,10 @@ class Avatar:
             raise DataError(f"{path}: planes of shape {tuple(planes.shape)} do not fit its decoder")
         if not torch.isfinite(planes).all():
             raise DataError(f"{path}: the tri-plane holds NaN or infinity")
-        return cls(planes, decoder.eval(), render, info)
+        latent = tensors.get("latent")
+        if latent is not None and (latent.ndim != 1 or not torch.isfinite(latent).all()):
+            raise DataError(f"{path}: damaged avatar file (its z is not a finite vector)")
+        return cls(planes, decoder.eval(), render, info, latent=latent)
 
 
 def write_model_index(folder: Path, *, render: RenderConfig, preset: str, components: dict[str, str]) -> None:
@@ -113,19 +119,27 @@ def write_model_index(folder: Path, *, render: RenderConfig, preset: str, compon
 class RodinPipeline:
     """Generation from a model folder. Keyword-only calls; see the module docstring."""
 
-    def __init__(self, *, decoder, render: RenderConfig, base=None, encoder=None, path: Path | None = None) -> None:
+    def __init__(self, *, decoder, render: RenderConfig, base=None, encoder=None, semantic=None, prior=None,
+                 path: Path | None = None) -> None:
         self.decoder = decoder.eval()
         self.render = render
         self.base = base.eval() if base is not None else None
-        self.encoder = encoder
+        self.encoder = encoder            # the legacy pixel-PCA portrait encoder (models without `semantic`)
+        self.semantic = semantic          # the image-text encoder z lives in (rodin.semantic.space)
+        self.prior = prior.eval() if prior is not None else None
         self.path = path
+        self._edits = None
 
     @classmethod
     def from_pretrained(cls, path: Path | str) -> RodinPipeline:
+        from rodin.config import PriorConfig
         from rodin.diffusion.base import KIND as BASE_KIND
         from rodin.diffusion.base import BaseDiffusion
+        from rodin.diffusion.prior import KIND as PRIOR_KIND
+        from rodin.diffusion.prior import LatentPrior
         from rodin.fit.run import DECODER_KIND
         from rodin.modeling import load_component
+        from rodin.semantic.loading import load_semantic
         from rodin.semantic.pixel_encoder import KIND as LATENT_KIND
         from rodin.semantic.pixel_encoder import PixelEncoder, PixelEncoderConfig
         from rodin.triplane.decoder import TriplaneDecoder
@@ -148,50 +162,138 @@ class RodinPipeline:
         if part("decoder") is None:
             raise DataError(f"{index_path}: names no decoder")
         decoder = load_component(TriplaneDecoder, DecoderConfig, part("decoder"), kind=DECODER_KIND)
-        base = encoder = None
+        base = encoder = semantic = prior = None
         if part("base") is not None:
             base = load_component(BaseDiffusion, BaseModelConfig, part("base"), kind=BASE_KIND)
         if part("latent") is not None:
             encoder = load_component(PixelEncoder, PixelEncoderConfig, part("latent"), kind=LATENT_KIND)
-        return cls(decoder=decoder, render=render, base=base, encoder=encoder, path=path)
+        if part("semantic") is not None:
+            semantic = load_semantic(part("semantic"))
+        if part("prior") is not None:
+            prior = load_component(LatentPrior, PriorConfig, part("prior"), kind=PRIOR_KIND)
+        if base is not None and semantic is not None and semantic.dim != base.latent_dim:
+            raise DataError(f"{path}: its semantic encoder makes {semantic.dim}-d z but its base model reads "
+                            f"{base.latent_dim}-d z; retrain the base model with this encoder")
+        return cls(decoder=decoder, render=render, base=base, encoder=encoder, semantic=semantic, prior=prior,
+                   path=path)
 
+    # --- where z comes from -------------------------------------------------------------------------
     def encode_image(self, image: Path | str | np.ndarray | torch.Tensor) -> torch.Tensor:
-        """z (1, D) of a portrait: a file, an (H, W, 3|4) uint8/float array, or a (3, S, S) tensor."""
+        """z (1, D) of a portrait: a file, an (H, W, 3|4) uint8/float array, or a (3, S, S) tensor.
+        Photos are cropped to the training framing first (`rodin.semantic.face`)."""
         from rodin.semantic.pixel_encoder import load_portrait, portrait_from_array
+        from rodin.semantic.space import latent_from_embedding
 
+        if self.semantic is not None:
+            from rodin.semantic.face import prepare_portrait
+
+            if isinstance(image, torch.Tensor):
+                image = image.detach().cpu().numpy()
+            prepared = prepare_portrait(image, size=self.semantic.image_size)
+            self.last_portrait_note = prepared.note
+            return latent_from_embedding(self.semantic.encode_images(prepared.pixels[None]).cpu())
         if self.encoder is None:
             raise DataError(f"{self.path}: this model has no image encoder; generate with a seed instead")
         size = self.encoder.config.image_size
-        if isinstance(image, (str, Path)):
-            pixels = load_portrait(image, size=size)
-        else:
-            pixels = portrait_from_array(image, size=size)
+        pixels = load_portrait(image, size=size) if isinstance(image, (str, Path)) else portrait_from_array(
+            image, size=size)
         with torch.no_grad():
             return self.encoder(pixels[None])
 
+    def _text_encoder(self):
+        if self.semantic is None:
+            raise DataError(f"{self.path}: this model has no text encoder; generate from --image or --seed "
+                            "(train one with `rodin train encoder`)")
+        return self.semantic
+
+    def encode_prompt(self, prompt: str, *, seed: int = 0, guidance_scale: float | None = None) -> torch.Tensor:
+        """z (1, D) drawn by the latent prior for a sentence."""
+        from rodin.semantic.text import check_prompt
+
+        text = self._text_encoder().encode_texts([check_prompt(prompt)]).cpu()
+        if self.prior is None:
+            raise DataError(f"{self.path}: this model has no latent prior; text-to-avatar needs "
+                            "`rodin train prior`")
+        return self.prior.sample(text, generator=_prior_generator(seed), guidance_scale=guidance_scale)
+
+    def random_latent(self, *, seed: int = 0) -> torch.Tensor | None:
+        """z (1, D) of an avatar drawn from nothing (None without a prior: the base model's null z)."""
+        if self.prior is None:
+            return None
+        return self.prior.sample(None, count=1, generator=_prior_generator(seed))
+
+    def edit_latent(self, latent: torch.Tensor, edit: str, *, strength: float = 1.0) -> torch.Tensor:
+        """z moved along the text direction of `edit` (`rodin.semantic.edit`)."""
+        from rodin.semantic.edit import EditDirections
+
+        if self._edits is None:
+            self._edits = EditDirections(self._text_encoder())
+        return self._edits.apply(latent, edit, strength=strength)
+
+    # --- generation ---------------------------------------------------------------------------------
     @torch.no_grad()
     def __call__(self, *, image: Path | str | np.ndarray | torch.Tensor | None = None, prompt: str | None = None,
                  edit: str | None = None, strength: float = 1.0, seed: int = 0, guidance_scale: float | None = None,
                  steps: int | None = None, sampler: str | None = None) -> Avatar:
-        """One avatar: from a portrait (`image`), or unconditionally (no image) from `seed`."""
-        if prompt is not None or edit is not None:
-            raise ConfigError("text prompts and edits need the semantic text encoder, which this model does not "
-                              "have yet; generate from --image or --seed")
+        """One avatar from a portrait (`image`), a sentence (`prompt`), or nothing but `seed`; `edit` then
+        moves it in words ("with red hair") by `strength`."""
+        if image is not None and prompt is not None:
+            raise ConfigError("give a portrait or a prompt, not both (to change a portrait in words, use an edit)")
         if self.base is None:
             raise DataError(f"{self.path}: this model has no base diffusion model; train one with "
                             "`rodin train base`")
-        latent = self.encode_image(image) if image is not None else None
+        if not np.isfinite(strength):
+            raise ConfigError(f"the edit strength must be a number, got {strength}")
+        if image is not None:
+            latent = self.encode_image(image)
+        elif prompt is not None:
+            latent = self.encode_prompt(prompt, seed=seed)
+        else:
+            latent = self.random_latent(seed=seed)
+        if edit is not None:
+            if latent is None:
+                raise DataError(f"{self.path}: this model has no latent prior, so an avatar from a seed has no "
+                                "z to edit; edit a portrait's avatar instead")
+            latent = self.edit_latent(latent, edit, strength=strength)
+        info = {"seed": int(seed), "image": str(image) if isinstance(image, (str, Path)) else None,
+                "prompt": prompt, "edit": edit, "strength": float(strength) if edit is not None else None}
+        return self.sample(latent, seed=seed, guidance_scale=guidance_scale, steps=steps, sampler=sampler, info=info)
+
+    @torch.no_grad()
+    def sample(self, latent: torch.Tensor | None, *, seed: int = 0, guidance_scale: float | None = None,
+               steps: int | None = None, sampler: str | None = None, info: dict | None = None) -> Avatar:
+        """The avatar the base model draws for z (None: unconditional) with the noise of `seed`."""
         generator = torch.Generator().manual_seed(int(seed))
         planes = self.base.sample(latent, count=1, steps=steps, guidance_scale=guidance_scale, sampler=sampler,
                                   generator=generator)
         if not torch.isfinite(planes).all():
             raise DataError("sampling produced NaN or infinity; try another seed or fewer guidance")
-        info = {"seed": int(seed), "image": str(image) if isinstance(image, (str, Path)) else None,
+        info = {**(info or {}), "seed": int(seed),
                 "guidance_scale": guidance_scale if guidance_scale is not None
                 else self.base.config.diffusion.guidance_scale,
                 "steps": steps or self.base.config.diffusion.sample_steps, "model": str(self.path)}
-        return Avatar(planes[0], self.decoder, self.render, info)
+        return Avatar(planes[0], self.decoder, self.render, info, latent=None if latent is None else latent[0])
 
+    def edit(self, avatar: Avatar, *, edit: str, strength: float = 1.0, guidance_scale: float | None = None,
+             steps: int | None = None) -> Avatar:
+        """The same avatar changed in words: its z moved by the edit, sampled again with its own seed."""
+        if avatar.latent is None:
+            raise DataError("this avatar records no z (it was fitted, or drawn without one); edit its portrait "
+                            "instead")
+        if avatar.latent.shape[-1] != (self.base.latent_dim if self.base is not None else -1):
+            raise DataError("this avatar was made by another model (its z does not fit this one); pass that "
+                            "model with --model")
+        latent = self.edit_latent(avatar.latent[None], edit, strength=strength)
+        info = {**avatar.info, "edit": edit, "strength": float(strength), "edited_from": avatar.info.get("edit")}
+        return self.sample(latent, seed=int(avatar.info.get("seed", 0)),
+                           guidance_scale=guidance_scale if guidance_scale is not None
+                           else avatar.info.get("guidance_scale"),
+                           steps=steps or avatar.info.get("steps"), info=info)
+
+
+def _prior_generator(seed: int) -> torch.Generator:
+    """The prior's own noise, apart from the base model's, so that an edit re-draws the same avatar."""
+    return torch.Generator().manual_seed(int(seed) * 7919 + 104729)
 
 
 def sample_sheet(pipe: RodinPipeline, portraits: list[Path | None], *, seed: int = 0, resolution: int = 64,

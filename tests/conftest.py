@@ -23,3 +23,27 @@ def tiny_fit(tmp_path_factory):
 @pytest.fixture(scope="session")
 def tiny_fit_run(tiny_fit):
     return tiny_fit[0]
+
+
+@pytest.fixture(scope="session")
+def tiny_semantic_model(tiny_fit_run, tmp_path_factory):
+    """A complete tiny model folder: dual encoder, latent prior and base model (few steps each)."""
+    from dataclasses import replace
+
+    from rodin.semantic.loading import load_semantic
+    from rodin.train.base import train_base
+    from rodin.train.encoder import train_encoder
+    from rodin.train.prior import train_prior
+
+    preset = get_preset("tiny")
+    data = tiny_fit_run / "data"
+    out = tmp_path_factory.mktemp("semantic") / "model"
+    quiet = dict(log=lambda m: None, show_progress=False)
+    train_encoder(data, out, config=preset.encoder, train=preset.train_encoder, **quiet)
+    train_prior(data, out, encoder=load_semantic(out / "semantic"), config=preset.prior, train=preset.train_prior,
+                portraits=preset.train_encoder, **quiet)
+    train_base(tiny_fit_run / "run", out, preset=preset, train_config=replace(preset.train_base, steps=10), **quiet)
+    from rodin.pipeline import write_model_index
+
+    write_model_index(out, render=preset.render, preset="tiny", components={"prior": "prior"})
+    return out

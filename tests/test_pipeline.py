@@ -44,10 +44,12 @@ def test_pipeline_generates_from_a_portrait_and_from_a_seed(tiny_model, tiny_fit
     assert views.shape == (2, 16, 16, 3) and views.dtype == np.uint8
 
 
-def test_pipeline_refuses_what_the_model_cannot_do(tiny_model):
+def test_pipeline_refuses_what_the_model_cannot_do(tiny_model, tiny_fit_run):
     pipe = RodinPipeline.from_pretrained(tiny_model)
-    with pytest.raises(ConfigError, match="text"):
+    with pytest.raises(DataError, match="no text encoder"):
         pipe(prompt="a man with red hair")
+    with pytest.raises(ConfigError, match="not both"):
+        pipe(image=portrait_of(tiny_fit_run), prompt="a man with red hair")
     with pytest.raises(DataError, match="shape"):
         pipe(image=np.zeros((8, 8)), seed=0)
     with pytest.raises(DataError, match="not a model folder"):

@@ -227,3 +227,47 @@ def sheet(
     write_atomic(out, png_bytes(image))
     typer.echo(f"wrote {out} ({len(sources)} conditioned rows, {unconditional} unconditional; columns: portrait, "
                f"then azimuth {', '.join(f'{a:g}' for a in SHEET_AZIMUTHS)})")
+
+
+@app.command("semantic")
+def semantic(
+    model: Path = typer.Argument(..., help="A model folder with a semantic encoder, a prior and a base model."),
+    data: Path = typer.Option(..., "--data", help="A generated dataset whose held-out subjects are the cases."),
+    judge: Path | None = typer.Option(None, "--judge", help="Attribute judge folder (default: MODEL/judge, else "
+                                      "the shipped one)."),
+    subjects: int = typer.Option(100, "--subjects", min=1, help="Held-out portraits (portrait cases)."),
+    prompts: int = typer.Option(100, "--prompts", min=1, help="Paraphrased prompts (text cases)."),
+    edits: int = typer.Option(100, "--edits", min=1, help="Edits of held-out portraits' avatars."),
+    strength: float = typer.Option(1.0, "--strength", min=0.0, max=4.0, help="Edit strength."),
+    seed: int = typer.Option(0, "--seed", help="Seed of the cases and the sampling noise."),
+) -> None:
+    """Attribute accuracy of avatars from portraits, prompts and edits, read by the attribute judge."""
+    from rich.console import Console
+    from rich.table import Table
+
+    from rodin.errors import DataError
+    from rodin.eval.semantic import evaluate_semantic
+    from rodin.io import write_json
+    from rodin.paths import shipped_model
+    from rodin.pipeline import RodinPipeline
+    from rodin.semantic.judge import load_judge
+
+    pipe = RodinPipeline.from_pretrained(model)
+    candidates = [judge] if judge is not None else [model / "judge", shipped_model("small") / "judge"]
+    found = next((c for c in candidates if (c / "config.json").is_file()), None)
+    if found is None:
+        raise DataError(f"{candidates[0]}: no attribute judge; train one with `rodin train judge` or pass --judge")
+    figures = evaluate_semantic(pipe, load_judge(found).eval(), data, subjects=subjects, prompts=prompts,
+                                edits=edits, strength=strength, seed=seed, log=lambda m: typer.echo(m, err=True))
+    figures["judge"] = str(found)
+    table = Table(title=f"semantic evaluation of {model}")
+    table.add_column("measure")
+    table.add_column("value", justify="right")
+    for key, value in figures.items():
+        if isinstance(value, float):
+            table.add_row(key, f"{value:.3f}")
+        elif isinstance(value, dict):
+            table.add_row(key, ", ".join(f"{k} {v:.2f}" for k, v in value.items()))
+    Console().print(table)
+    write_json(model / "eval_semantic.json", figures)
+    print(json.dumps(figures), flush=True)

@@ -14,7 +14,7 @@ import typer
 from rodin.errors import RodinError
 
 # Compute-heavy verbs keep freed memory for reuse (see rodin.triplane.kernel.tune_allocator).
-HEAVY_VERBS = {"fit", "render", "bench", "demo", "export", "eval", "train", "generate"}
+HEAVY_VERBS = {"fit", "render", "bench", "demo", "export", "eval", "train", "generate", "edit"}
 
 app = typer.Typer(
     name="rodin",
@@ -75,6 +75,7 @@ def _register() -> None:
     app.add_typer(eval_cli.app, name="eval")
     app.add_typer(train_cli.app, name="train")
     app.command("generate")(generate_cli.generate)
+    app.command("edit")(generate_cli.edit)
 
 
 def main(argv: list[str] | None = None) -> None:

@@ -17,11 +17,13 @@ def base(
     out: Path = typer.Option(..., "--out", help="Model folder to write (resumes if it holds a checkpoint)."),
     preset: str = typer.Option("small", "--preset", help="Scale preset: tiny, small or paper."),
     data: Path | None = typer.Option(None, "--data", help="The run's dataset, if not where the run recorded it."),
+    semantic: Path | None = typer.Option(None, "--semantic", help="An encoder folder for z (default: OUT/semantic "
+                                         "if `rodin train encoder` wrote one, else a pixel-PCA encoder)."),
     steps: int | None = typer.Option(None, "--steps", min=1, help="Training steps (default: the preset's)."),
     batch: int | None = typer.Option(None, "--batch", min=1, help="Batch size (default: the preset's)."),
     lr: float | None = typer.Option(None, "--lr", min=0.0, help="Peak learning rate."),
     conv: str | None = typer.Option(None, "--conv", help="aware (3D-aware, default) or plain, for the ablation."),
-    prediction: str | None = typer.Option(None, "--prediction", help="epsilon (default) or v_prediction."),
+    prediction: str | None = typer.Option(None, "--prediction", help="v_prediction (default) or epsilon."),
     sample_every: int | None = typer.Option(None, "--sample-every", min=0, help="Steps between sample renders."),
     seed: int | None = typer.Option(None, "--seed", help="Training seed."),
     cpu: bool = typer.Option(False, "--cpu", help="Train on the CPU even when a GPU is present."),
@@ -43,7 +45,72 @@ def base(
     from rodin.diffusion.unet import check_unet_config
 
     check_unet_config(mcfg.unet)
-    figures = train_base(triplanes, out, preset=chosen, data=data, model_config=mcfg, train_config=tcfg, cpu=cpu,
-                         log=lambda m: typer.echo(m, err=True))
+    figures = train_base(triplanes, out, preset=chosen, data=data, semantic=semantic, model_config=mcfg,
+                         train_config=tcfg, cpu=cpu, log=lambda m: typer.echo(m, err=True))
     typer.echo(f"wrote {out / 'base'}")
     print(json.dumps(figures), flush=True)
+
+
+@app.command("encoder")
+def encoder(
+    data: Path = typer.Option(..., "--data", help="A generated dataset (rodin data synth output)."),
+    out: Path = typer.Option(..., "--out", help="Model folder; the encoder goes to OUT/semantic."),
+    preset: str = typer.Option("small", "--preset", help="Scale preset: tiny, small or paper."),
+    steps: int | None = typer.Option(None, "--steps", min=1, help="Training steps (default: the preset's)."),
+    batch: int | None = typer.Option(None, "--batch", min=2, help="Subjects per step (in-batch negatives)."),
+    seed: int | None = typer.Option(None, "--seed", help="Training seed."),
+    cpu: bool = typer.Option(False, "--cpu", help="Train on the CPU even when a GPU is present."),
+) -> None:
+    """Train the image-text encoder that z lives in, contrastively on portraits and captions (stage 5)."""
+    from rodin.config import get_preset
+    from rodin.train.encoder import SEMANTIC, train_encoder
+
+    chosen = get_preset(preset)
+    overrides = {k: v for k, v in dict(steps=steps, batch=batch, seed=seed).items() if v is not None}
+    figures = train_encoder(data, out, config=chosen.encoder, train=replace(chosen.train_encoder, **overrides),
+                            cpu=cpu, log=lambda m: typer.echo(m, err=True))
+    typer.echo(f"wrote {out / SEMANTIC}")
+    print(json.dumps(figures), flush=True)
+
+
+@app.command("prior")
+def prior(
+    data: Path = typer.Option(..., "--data", help="The generated dataset the encoder was trained on."),
+    out: Path = typer.Option(..., "--out", help="Model folder holding OUT/semantic; the prior goes to OUT/prior."),
+    preset: str = typer.Option("small", "--preset", help="Scale preset: tiny, small or paper."),
+    steps: int | None = typer.Option(None, "--steps", min=1, help="Training steps (default: the preset's)."),
+    seed: int | None = typer.Option(None, "--seed", help="Training seed."),
+    cpu: bool = typer.Option(False, "--cpu", help="Train on the CPU even when a GPU is present."),
+) -> None:
+    """Train the latent prior: z from a sentence (text to avatar) or from nothing (unconditional)."""
+    from rodin.config import get_preset
+    from rodin.pipeline import write_model_index
+    from rodin.semantic.loading import load_semantic
+    from rodin.train.prior import PRIOR, train_prior
+
+    chosen = get_preset(preset)
+    semantic = load_semantic(out / "semantic")
+    overrides = {k: v for k, v in dict(steps=steps, seed=seed).items() if v is not None}
+    config = replace(chosen.prior, dim=semantic.dim)
+    figures = train_prior(data, out, encoder=semantic, config=config, train=replace(chosen.train_prior, **overrides),
+                          portraits=chosen.train_encoder, cpu=cpu, log=lambda m: typer.echo(m, err=True))
+    if (out / "model_index.json").is_file():
+        write_model_index(out, render=chosen.render, preset=chosen.name, components={PRIOR: PRIOR})
+    typer.echo(f"wrote {out / PRIOR}")
+    print(json.dumps(figures), flush=True)
+
+
+@app.command("judge")
+def judge(
+    data: Path = typer.Option(..., "--data", help="A generated dataset (rodin data synth output)."),
+    out: Path = typer.Option(..., "--out", help="Folder for the judge (config.json + model.safetensors)."),
+    steps: int = typer.Option(3000, "--steps", min=1, help="Training steps."),
+    batch: int = typer.Option(64, "--batch", min=1, help="Images per step."),
+    seed: int = typer.Option(0, "--seed", help="Training seed."),
+) -> None:
+    """Train the attribute judge that referees the semantic figures (and gives FID/KID features)."""
+    from rodin.semantic.judge import train_judge
+
+    metrics = train_judge(data, out, steps=steps, batch=batch, seed=seed, log=lambda m: typer.echo(m, err=True))
+    typer.echo(f"wrote {out}")
+    print(json.dumps({"accuracy": metrics["accuracy"], "majority": metrics["majority"]}), flush=True)

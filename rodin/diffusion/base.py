@@ -18,7 +18,7 @@ from rodin.errors import ConfigError
 from rodin.triplane.triplane import roll_in, roll_out
 
 KIND = "base-diffusion"
-PREDICTIONS = ("epsilon", "v_prediction")
+PREDICTIONS = ("epsilon", "v_prediction", "sample")
 SAMPLERS = ("ddim", "dpm")
 
 
@@ -40,6 +40,16 @@ def sampling_scheduler(config: DiffusionConfig, sampler: str | None = None):
         return DPMSolverMultistepScheduler.from_config(base, algorithm_type="dpmsolver++", solver_order=2,
                                                        timestep_spacing="trailing")
     raise ConfigError(f"unknown sampler {sampler!r}; choose one of {', '.join(SAMPLERS)}")
+
+
+def diffusion_target(scheduler: DDPMScheduler, clean: Tensor, noise: Tensor, timesteps: Tensor) -> Tensor:
+    """What the model learns to predict at these noise levels: the noise, v, or the clean sample."""
+    prediction = scheduler.config.prediction_type
+    if prediction == "epsilon":
+        return noise
+    if prediction == "v_prediction":
+        return scheduler.get_velocity(clean, noise, timesteps)
+    return clean
 
 
 class BaseDiffusion(nn.Module):
@@ -75,18 +85,18 @@ class BaseDiffusion(nn.Module):
         return self.unet(noisy, timesteps, latent)
 
     def loss(self, clean: Tensor, latent: Tensor, *, noise: Tensor, timesteps: Tensor, keep_latent: Tensor) -> Tensor:
-        """MSE of the prediction (noise or v) for clean normalised roll-outs; z zeroed where not kept."""
+        """MSE of the prediction (noise, v or x0) for clean normalised roll-outs; z zeroed where not kept."""
         latent = latent * keep_latent[:, None].to(latent.dtype)
         noisy = self.noise.add_noise(clean, noise, timesteps)
-        target = noise if self.config.diffusion.prediction == "epsilon" else self.noise.get_velocity(
-            clean, noise, timesteps)
+        target = diffusion_target(self.noise, clean, noise, timesteps)
         return F.mse_loss(self(noisy, timesteps, latent), target)
 
     @torch.no_grad()
     def sample(self, latent: Tensor | None, *, count: int | None = None, steps: int | None = None,
                guidance_scale: float | None = None, sampler: str | None = None,
-               generator: torch.Generator | None = None) -> Tensor:
-        """Tri-planes (B, 3, C, H, W). `latent` None samples unconditionally (the null z)."""
+               generator: torch.Generator | None = None, noise: Tensor | None = None) -> Tensor:
+        """Tri-planes (B, 3, C, H, W). `latent` None samples unconditionally (the null z). The starting
+        noise is drawn from `generator`, or given as `noise` (B, C, H, 3W)."""
         cfg = self.config.diffusion
         steps = steps or cfg.sample_steps
         scale = cfg.guidance_scale if guidance_scale is None else guidance_scale
@@ -99,8 +109,12 @@ class BaseDiffusion(nn.Module):
         latent = latent.to(device)
         b = latent.shape[0]
         u = self.config.unet
-        x = torch.randn(b, u.channels, u.resolution, 3 * u.resolution, generator=generator,
-                        device=generator.device if generator is not None else "cpu").to(device)
+        if noise is None:
+            noise = torch.randn(b, u.channels, u.resolution, 3 * u.resolution, generator=generator,
+                                device=generator.device if generator is not None else "cpu")
+        if noise.shape != (b, u.channels, u.resolution, 3 * u.resolution):
+            raise ValueError(f"noise of shape {tuple(noise.shape)} does not fit {b} roll-outs")
+        x = noise.to(device)
         scheduler = sampling_scheduler(cfg, sampler)
         scheduler.set_timesteps(steps, device=device)
         x = x * scheduler.init_noise_sigma

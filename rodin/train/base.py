@@ -3,7 +3,8 @@
 MODEL/
   base/        config.json + model.safetensors (EMA weights; tri-plane statistics inside)
   decoder/     the run's decoder, copied, so the model renders on its own
-  latent/      the portrait encoder that made z
+  semantic/    the image-text encoder that made z (`rodin train encoder`), or, without one,
+  latent/      a pixel-PCA portrait encoder fitted here
   samples/     renders of samples during training; train_log.csv; train_base.json
   checkpoint/  resumable state while training (removed at the end)
 """
@@ -23,7 +24,7 @@ from diffusers.training_utils import EMAModel
 
 from rodin.config import BaseModelConfig, DecoderConfig, Preset, RenderConfig, TrainConfig
 from rodin.diffusion.base import KIND as BASE_KIND
-from rodin.diffusion.base import BaseDiffusion
+from rodin.diffusion.base import BaseDiffusion, diffusion_target
 from rodin.errors import ConfigError, DataError
 from rodin.fit.run import DECODER_KIND, list_sources
 from rodin.fit.store import TriplaneStore
@@ -34,7 +35,8 @@ from rodin.render.cameras import DEFAULT_FOV_X, orbit_cameras
 from rodin.render.turntable import grid
 from rodin.render.volume import occupancy_from_density, render_views
 from rodin.semantic.pixel_encoder import KIND as LATENT_KIND
-from rodin.semantic.pixel_encoder import PixelEncoder, PixelEncoderConfig
+from rodin.semantic.pixel_encoder import PixelEncoder, PixelEncoderConfig, load_portrait
+from rodin.semantic.space import latent_from_embedding
 from rodin.train.loop import (
     CHECKPOINT,
     TrainLog,
@@ -48,6 +50,7 @@ from rodin.train.loop import (
 from rodin.triplane.decoder import TriplaneDecoder
 from rodin.triplane.triplane import resize_planes
 
+SEMANTIC = "semantic"
 LOG_FIELDS = ("step", "time", "loss", "lr", "heldout_loss", "step_s")
 
 
@@ -113,6 +116,7 @@ def train_base(
     *,
     preset: Preset,
     data: Path | None = None,
+    semantic: Path | None = None,
     model_config: BaseModelConfig | None = None,
     train_config: TrainConfig | None = None,
     cpu: bool = False,
@@ -135,23 +139,14 @@ def train_base(
     dataset = data_folder(run, data)
 
     out.mkdir(parents=True, exist_ok=True)
-    latent_dir = out / "latent"
-    if (latent_dir / "config.json").is_file():
-        encoder = load_component(PixelEncoder, PixelEncoderConfig, latent_dir, kind=LATENT_KIND)
-    else:
-        encoder = PixelEncoder(PixelEncoderConfig(dim=mcfg.unet.latent_dim))
-        train_ids = [store.ids[i] for i in train_rows]
-        log(f"fitting the portrait encoder on {len(train_ids)} portraits")
-        from rodin.semantic.pixel_encoder import load_portrait
-
-        encoder.fit(torch.stack([load_portrait(p, size=encoder.config.image_size)
-                                 for p in portrait_paths(dataset, train_ids)]))
-        save_component(encoder, latent_dir, kind=LATENT_KIND)
+    encode = conditioning(out, dataset, store, train_rows, semantic=semantic, dim=mcfg.unet.latent_dim, log=log)
+    if encode.dim != mcfg.unet.latent_dim:
+        mcfg = replace(mcfg, unet=replace(mcfg.unet, latent_dim=encode.dim))
 
     def plane_set(rows: list[int]) -> PlaneSet:
         ids = [store.ids[i] for i in rows]
         planes = resize_planes(store.get(rows).float(), resolution)
-        return PlaneSet(ids, planes, encoder.encode_files(portrait_paths(dataset, ids)))
+        return PlaneSet(ids, planes, encode(portrait_paths(dataset, ids)))
 
     train_set = plane_set(train_rows)
     held_set = plane_set(heldout_rows[:64]) if heldout_rows else None
@@ -205,7 +200,7 @@ def train_base(
         clean, noise, timesteps = clean_all[rows][mine].to(device), noise[mine].to(device), timesteps[mine].to(device)
         latent = (latents_all[rows][mine] * keep[mine, None]).to(device)
         noisy = scheduler.add_noise(clean, noise, timesteps)
-        target = noise if mcfg.diffusion.prediction == "epsilon" else scheduler.get_velocity(clean, noise, timesteps)
+        target = diffusion_target(scheduler, clean, noise, timesteps)
         lr = tcfg.lr * warmup_cosine(step, warmup=tcfg.warmup, total=tcfg.steps)
         for group in optimizer.param_groups:
             group["lr"] = lr
@@ -248,9 +243,51 @@ def train_base(
                 figures["heldout_loss"] = heldout_loss(unwrapped, held_set, seed=tcfg.seed)
         write_json(out / "train_base.json", {**identity, "data": str(dataset), "figures": figures})
         write_model_index(out, render=preset.render, preset=preset.name,
-                          components={"base": "base", "decoder": "decoder", "latent": "latent"})
+                          components={"base": "base", "decoder": "decoder", encode.component: encode.component})
         shutil.rmtree(out / CHECKPOINT, ignore_errors=True)
     return figures
+
+
+class PortraitLatents:
+    """z of portrait files, from the model's semantic encoder (MODEL/semantic, `rodin train encoder`) or,
+    without one, from a pixel-PCA encoder fitted here (MODEL/latent)."""
+
+    def __init__(self, encoder, component: str) -> None:
+        self.encoder, self.component = encoder, component
+        self.dim = encoder.dim if component == SEMANTIC else encoder.config.dim
+
+    @torch.no_grad()
+    def __call__(self, paths: list[Path]) -> torch.Tensor:
+        if self.component != SEMANTIC:
+            return self.encoder.encode_files(paths)
+        pixels = torch.stack([load_portrait(p, size=self.encoder.image_size) for p in paths])
+        return torch.cat([latent_from_embedding(self.encoder.encode_images(chunk).cpu())
+                          for chunk in pixels.split(256)])
+
+
+def conditioning(out: Path, dataset: Path, store: TriplaneStore, train_rows: list[int], *, semantic: Path | None,
+                 dim: int, log: Callable[[str], None]) -> PortraitLatents:
+    """Where the base model's z comes from; the component is kept in OUT so the model stands alone."""
+    from rodin.semantic.loading import load_semantic
+
+    if semantic is not None and Path(semantic).resolve() != (out / SEMANTIC).resolve():
+        if not (Path(semantic) / "config.json").is_file():
+            raise DataError(f"{semantic}: not a semantic encoder folder (train one with `rodin train encoder`)")
+        shutil.rmtree(out / SEMANTIC, ignore_errors=True)
+        shutil.copytree(semantic, out / SEMANTIC)
+    if (out / SEMANTIC / "config.json").is_file():
+        return PortraitLatents(load_semantic(out / SEMANTIC), SEMANTIC)
+    latent_dir = out / "latent"
+    if (latent_dir / "config.json").is_file():
+        return PortraitLatents(load_component(PixelEncoder, PixelEncoderConfig, latent_dir, kind=LATENT_KIND),
+                               "latent")
+    encoder = PixelEncoder(PixelEncoderConfig(dim=dim))
+    train_ids = [store.ids[i] for i in train_rows]
+    log(f"no semantic encoder in {out}; fitting a pixel-PCA portrait encoder on {len(train_ids)} portraits")
+    encoder.fit(torch.stack([load_portrait(p, size=encoder.config.image_size)
+                             for p in portrait_paths(dataset, train_ids)]))
+    save_component(encoder, latent_dir, kind=LATENT_KIND)
+    return PortraitLatents(encoder, "latent")
 
 
 class swapped_in_ema:
@@ -280,7 +317,7 @@ def heldout_loss(model: BaseDiffusion, held: PlaneSet, *, seed: int, repeats: in
         noise = torch.randn(clean.shape, generator=g).to(device)
         t = torch.randint(model.noise.config.num_train_timesteps, (len(clean),), generator=g).to(device)
         noisy = model.noise.add_noise(clean, noise, t)
-        target = noise if model.config.diffusion.prediction == "epsilon" else model.noise.get_velocity(clean, noise, t)
+        target = diffusion_target(model.noise, clean, noise, t)
         total += torch.nn.functional.mse_loss(model(noisy, t, held.latents.to(device)), target).item()
     return total / repeats
 

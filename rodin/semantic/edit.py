@@ -1,0 +1,75 @@
+"""Editing z in words: z' = z + s * (T(target) - T(source)), normalised as CLIP directions are.
+
+The direction of an edit such as "with red hair" is the difference between the text embeddings of
+"a person with red hair" and "a person", made a unit vector; z moves by `strength` times it on the
+sphere of unit embeddings and goes back to the base model's scale. An edit that points nowhere
+near anything the encoder learned (no attribute phrase comes close) is refused with examples,
+since it would only push z off into noise.
+"""
+
+from __future__ import annotations
+
+from torch import Tensor
+
+from rodin.data import avatar as a
+from rodin.errors import DataError
+from rodin.semantic.space import SemanticEncoder, embedding_from_latent, latent_from_embedding, normalise
+from rodin.semantic.text import check_prompt
+
+SOURCE = "a person"
+# Below this cosine to every known attribute direction, an edit names nothing the model knows.
+MIN_KNOWN_SIMILARITY = 0.35
+EXAMPLES = "'with red hair', 'wearing glasses', 'smiling', 'with a beard', 'in a blue hoodie'"
+
+
+def edit_texts(edit: str) -> tuple[str, str]:
+    """(source, target) sentences of an edit: a phrase is attached to "a person"; a whole description
+    ("a man with a beard") is taken as it is."""
+    edit = check_prompt(edit)
+    lowered = edit.lower()
+    if lowered.startswith(("a ", "an ", "the ")):
+        return SOURCE, edit
+    return SOURCE, f"{SOURCE} {edit}"
+
+
+def attribute_phrases() -> list[str]:
+    """One phrase per attribute value, in plain words: the directions an edit may follow."""
+    phrases = [f"with {c} hair" for c in a.HAIR_COLOURS]
+    phrases += ["bald", "with a buzz cut", "with short hair", "with long hair", "with hair in a bun",
+                "with curly hair", "with an afro", "with a ponytail", "with a mohawk"]
+    phrases += ["with a full beard", "with stubble", "clean-shaven"]
+    phrases += ["wearing round glasses", "wearing square glasses", "wearing sunglasses", "without glasses"]
+    phrases += ["wearing a baseball cap", "wearing a beanie", "without a hat"]
+    phrases += [f"in a {c} {k}" for c in a.CLOTH_COLOURS for k in ("t-shirt", "hoodie", "suit")]
+    phrases += ["in a turtleneck", "in a polo shirt", "smiling", "with an open mouth", "with a neutral expression"]
+    phrases += [f"with {s} skin" for s in a.SKIN_NAMES] + [f"with {c} eyes" for c in a.EYE_COLOURS]
+    return phrases
+
+
+class EditDirections:
+    """Text directions of one encoder, with the known attribute directions to check edits against."""
+
+    def __init__(self, encoder: SemanticEncoder, *, min_similarity: float = MIN_KNOWN_SIMILARITY) -> None:
+        self.encoder = encoder
+        self.min_similarity = min_similarity
+        phrases = attribute_phrases()
+        texts = encoder.encode_texts([SOURCE] + [f"{SOURCE} {p}" for p in phrases]).cpu()
+        self.known = normalise(texts[1:] - texts[:1])
+
+    def direction(self, edit: str) -> Tensor:
+        """The unit direction (D,) of an edit; a DataError if it names nothing the model knows."""
+        source, target = edit_texts(edit)
+        texts = self.encoder.encode_texts([source, target]).cpu()
+        delta = texts[1] - texts[0]
+        if float(delta.norm()) < 1e-6:
+            raise DataError(f"the edit {edit!r} changes nothing the model can see; try {EXAMPLES}")
+        delta = normalise(delta)
+        if float((self.known @ delta).max()) < self.min_similarity:
+            raise DataError(f"the edit {edit!r} names nothing this model knows about avatars; try {EXAMPLES}")
+        return delta
+
+    def apply(self, latent: Tensor, edit: str, *, strength: float = 1.0) -> Tensor:
+        """z (B, D) -> z' (B, D) on the same sphere."""
+        moved = embedding_from_latent(latent.float()) + float(strength) * self.direction(edit).to(latent.device)
+        return latent_from_embedding(moved)
+
