@@ -136,3 +136,39 @@ def test_cli_generate_prompt_and_edit(tiny_semantic_model, tmp_path, capsys):
     assert not edited.exists()
     code, err = run("generate", "--prompt", "", "--out", str(tmp_path / "empty"), *tiny)
     assert code == 2 and "empty" in err and not (tmp_path / "empty").exists()
+
+
+def test_bench_generate_reports_latency_and_memory(tiny_semantic_model):
+    from rodin.bench.generate import run
+
+    result = run(quick=True, model=tiny_semantic_model, repeats=1)
+    figures = result.figures
+    assert figures["latency_s"] > 0 and figures["peak_rss_mb"] > 0
+    assert figures["latency_s"] >= figures["sample_s"]
+
+
+def test_eval_semantic_runs_end_to_end_with_a_tiny_judge(tiny_semantic_model, tiny_fit_run, tmp_path):
+    from rodin.eval.semantic import evaluate_semantic
+    from rodin.semantic.judge import JudgeConfig, load_judge, train_judge
+
+    train_judge(tiny_fit_run / "data", tmp_path / "judge", steps=5, batch=8,
+                config=JudgeConfig(image_size=32, width=8, multipliers=(1, 2)), log=lambda m: None)
+    pipe = RodinPipeline.from_pretrained(tiny_semantic_model)
+    figures = evaluate_semantic(pipe, load_judge(tmp_path / "judge"), tiny_fit_run / "data", subjects=2, prompts=3,
+                                edits=2, batch=2, include_training=True, log=lambda m: None)
+    for key in ("portrait_attr_acc", "text_attr_acc", "edit_success", "edit_preservation", "judge_gt_acc"):
+        assert 0.0 <= figures[key] <= 1.0
+    assert figures["text_cases"] == 3 and figures["edit_cases"] == 2
+
+
+def test_paraphrased_prompts_use_phrases_no_caption_uses():
+    import random
+
+    from rodin.data.avatar import caption, sample_attributes
+    from rodin.eval.semantic import _OTHER_CLAUSES, _STYLE_CLAUSES, paraphrase
+
+    captions = [caption(sample_attributes(s), random.Random(k)) for s in range(300) for k in range(3)]
+    clauses = [c for options in (*_STYLE_CLAUSES.values(), *_OTHER_CLAUSES.values()) for c in options]
+    assert not [c for c in clauses if any(c in text for text in captions)]
+    prompt = paraphrase({"hair_colour": "blonde", "glasses": "sunglasses", "beard": "full"}, random.Random(0))
+    assert prompt.count(", ") + prompt.count(" and ") == 2

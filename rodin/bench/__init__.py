@@ -20,6 +20,7 @@ BENCHMARKS: dict[str, str] = {
     "fit": "rodin.bench.fit:run",
     "unet": "rodin.bench.unet:run",
     "render-meshes": "rodin.bench.render_meshes:run",
+    "generate": "rodin.bench.generate:run",
 }
 
 

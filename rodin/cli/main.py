@@ -34,7 +34,7 @@ def _root(
 
 @app.command("bench")
 def bench(
-    name: str = typer.Argument(..., help="Benchmark to run: synth, decode, fit, unet or render-meshes."),
+    name: str = typer.Argument(..., help="Benchmark to run: synth, decode, fit, unet, render-meshes or generate."),
     quick: bool = typer.Option(False, "--quick", help="A smaller, faster run (for smoke tests)."),
     steps: int | None = typer.Option(None, "--steps", min=1, help="fit only: optimiser steps per subject."),
 ) -> None:

@@ -42,55 +42,80 @@ def render(
     typer.echo(f"wrote {out} ({name}, {frames} frames at {resolution}²)")
 
 
+EXAMPLE_PROMPT = "a person with curly ginger hair and round glasses, in a green hoodie"
+EXAMPLE_EDIT = "with blue hair"
+
+
 def demo(
     out: Path = typer.Option(Path("demo_out"), "--out", help="Folder for everything the demo writes."),
-    subjects: int = typer.Option(4, "--subjects", min=1, max=64, help="Avatars to synthesise and fit."),
+    model: Path | None = typer.Option(None, "--model", help="Model folder (default: the shipped small model)."),
+    with_fit: bool = typer.Option(False, "--with-fit", help="Also synthesise 4 new avatars and fit them (stage 1)."),
 ) -> None:
-    """Synthesise new avatars, fit them as tri-planes with the shipped decoder, render turntables."""
+    """Generate avatars with the shipped model: from a portrait, a photo, a sentence and a seed, and one edit."""
+    import time
+
+    from rodin.cli.generate import write_outputs
+    from rodin.errors import DataError
+    from rodin.paths import example_file, shipped_model
+    from rodin.pipeline import RodinPipeline
+
+    started = time.time()
+    model = model or shipped_model("small")
+    pipe = RodinPipeline.from_pretrained(model)
+    if pipe.base is None:
+        raise DataError(f"{model}: this model has no base diffusion model; train one with `rodin train base`")
+    settings = dict(frames=24, resolution=128, mesh_resolution=96, mesh=True)
+    portrait = example_file("portrait.png")
+    runs: list[tuple[str, str, dict]] = [("portrait", f"from the example portrait {portrait}", dict(image=portrait))]
+    if pipe.semantic is not None:
+        photo = example_file("photo.png")
+        runs.append(("photo", f"from a photograph ({photo}: face found, cropped, background removed)",
+                     dict(image=photo)))
+        if pipe.prior is not None:
+            runs.append(("prompt", f"from the prompt {EXAMPLE_PROMPT!r}", dict(prompt=EXAMPLE_PROMPT)))
+    runs.append(("random", "from seed 7, no portrait and no prompt", dict(seed=7)))
+    made = {}
+    for step, (name, what, inputs) in enumerate(runs, start=1):
+        typer.echo(f"{step}/{len(runs) + 1} generating an avatar {what}")
+        avatar = pipe(**{"seed": 0, **inputs})
+        if getattr(pipe, "last_portrait_note", None) and "image" in inputs:
+            typer.echo(f"    note: {pipe.last_portrait_note}")
+        write_outputs(avatar, out / name, portrait=inputs.get("image"), **settings)
+        made[name] = avatar
+    if pipe.semantic is not None:
+        typer.echo(f"{len(runs) + 1}/{len(runs) + 1} editing the portrait's avatar: {EXAMPLE_EDIT!r}")
+        edited = pipe.edit(made["portrait"], edit=EXAMPLE_EDIT, strength=1.0)
+        write_outputs(edited, out / "edit", before=made["portrait"], **settings)
+    if with_fit:
+        _demo_fit(out / "fit")
+    typer.echo(f"done in {time.time() - started:.0f} s: " + ", ".join(
+        f"{out / name}/" for name in [*made, *(["edit"] if pipe.semantic is not None else [])]))
+    typer.echo("each folder: turntable.mp4/.gif, views.png, mesh.glb, avatar.safetensors (+ compare.png)")
+
+
+def _demo_fit(out: Path) -> None:
+    """Stage 1 on new subjects: synthesise 4 avatars, fit them with the shipped decoder, render one."""
     from rodin.data.contact import contact_sheet
     from rodin.data.synth import synth_dataset
     from rodin.errors import DataError
     from rodin.fit.run import fit_dataset
     from rodin.io import write_json
     from rodin.paths import shipped_model
-    from rodin.render.turntable import write_frames
 
     preset = get_preset("small")
     decoder = shipped_model("small") / "decoder"
     if not (decoder / "model.safetensors").is_file():
         raise DataError(f"{decoder}: the shipped decoder is missing; `git checkout models/` restores it")
     data = out / "data"
-    typer.echo(f"1/4 synthesising {subjects} new avatars into {data}")
-    synth_dataset(data, subjects=subjects, views=preset.data.views, resolution=preset.data.resolution,
+    typer.echo(f"fitting: synthesising 4 new avatars into {data}")
+    synth_dataset(data, subjects=4, views=preset.data.views, resolution=preset.data.resolution,
                   seed=2024, portrait_resolution=128)
     contact_sheet(data, out / "avatars.png")
-    typer.echo(f"    contact sheet: {out / 'avatars.png'}")
-    typer.echo("2/4 fitting their tri-planes with the shipped decoder (small preset)")
     metrics = fit_dataset(data, out / "fit", preset=preset, decoder_path=decoder,
                           log=lambda m: typer.echo(m, err=True))
     typer.echo(f"    held-out views: PSNR {metrics['heldout_psnr_mean']:.2f} dB, "
                f"SSIM {metrics['heldout_ssim_mean']:.3f}")
-    typer.echo("3/4 rendering turntables")
     first = sorted(p.name for p in data.iterdir() if p.is_dir())[0]
     render(out / "fit", out / "turntable.mp4", subject=first, frames=48, resolution=128, elevation=10.0,
            preset="small")
-    render(out / "fit", out / "views.png", subject=first, frames=8, resolution=128, elevation=10.0,
-           preset="small")
-    written = ["avatars.png", "turntable.mp4", "views.png", "metrics.json"]
-    model = shipped_model("small")
-    if (model / "model_index.json").is_file() and (model / "base").is_dir():
-        from rodin.io import png_bytes, write_atomic
-        from rodin.pipeline import RodinPipeline, sample_sheet
-        from rodin.train.base import portrait_paths
-
-        typer.echo("4/4 generating avatars from the same portraits with the shipped base model")
-        pipe = RodinPipeline.from_pretrained(model)
-        ids = sorted(p.name for p in data.iterdir() if p.is_dir())
-        portraits = portrait_paths(data, ids)
-        write_atomic(out / "generated.png", png_bytes(sample_sheet(pipe, portraits + [None, None], resolution=96)))
-        avatar = pipe(image=portraits[0], seed=0)
-        avatar.save(out / "generated.safetensors")
-        write_frames(avatar.turntable(frames=48, resolution=128), out / "generated_turntable.mp4")
-        written += ["generated.png", "generated_turntable.mp4", "generated.safetensors"]
     write_json(out / "metrics.json", metrics)
-    typer.echo("done: " + ", ".join(f"{out}/{name}" for name in written))

@@ -170,7 +170,9 @@ def _accuracy(pairs: list[tuple[str, str, str]]) -> tuple[float, dict[str, float
 
 def evaluate_semantic(pipe, judge: AttributeJudge, data: Path, *, subjects: int = 100, prompts: int = 100,
                       edits: int = 100, strength: float = 1.0, seed: int = 0, batch: int = 16,
-                      log: Callable[[str], None] = print) -> dict:
+                      include_training: bool = False, log: Callable[[str], None] = print) -> dict:
+    """The figures of the module docstring over the held-out subjects of `data` (all of them with
+    `include_training`, for data the model never saw)."""
     from rodin.semantic.judge import dataset_subjects
     from rodin.semantic.pixel_encoder import load_portrait
 
@@ -178,7 +180,7 @@ def evaluate_semantic(pipe, judge: AttributeJudge, data: Path, *, subjects: int 
         raise DataError(f"{pipe.path}: needs a semantic encoder and a base model (`rodin train encoder`, "
                         "`rodin train base`)")
     held = [(folder, json.loads((folder / "attributes.json").read_text()))
-            for folder, split in dataset_subjects(data) if split != "train"]
+            for folder, split in dataset_subjects(data) if include_training or split != "train"]
     if len(held) < 2:
         raise DataError(f"{data}: {len(held)} held-out subjects; the evaluation needs held-out portraits")
     rng = random.Random(seed)
