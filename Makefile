@@ -33,6 +33,7 @@ bench: setup
 	$(BIN)/rodin bench decode
 	$(BIN)/rodin bench fit
 	$(BIN)/rodin bench unet
+	$(BIN)/rodin bench generate
 
 clean:
 	rm -rf $(VENV) demo_out .pytest_cache

@@ -246,7 +246,7 @@ PRESETS: dict[str, Preset] = {
         encoder=DualEncoderConfig(dim=64, image_size=64, width=32),
         train_encoder=EncoderTrainConfig(steps=1500, batch=128),
         prior=PriorConfig(dim=64, hidden=512, layers=4),
-        train_prior=TrainConfig(steps=4000, batch=256, lr=1e-3, warmup=100, ema_decay=0.999, checkpoint_every=1000,
+        train_prior=TrainConfig(steps=2000, batch=256, lr=1e-3, warmup=100, ema_decay=0.999, checkpoint_every=500,
                                 sample_every=0, log_every=100),
     ),
     "paper": Preset(

@@ -190,3 +190,25 @@ def test_bad_inputs_are_refused(encoder):
     for pixels in (torch.rand(3, 32, 32), torch.rand(1, 4, 32, 32), torch.rand(0, 3, 32, 32)):
         with pytest.raises(DataError, match=r"\(B, 3, H, W\)"):
             encoder.encode_images(pixels)
+
+
+def test_a_users_clip_conditions_the_base_model_end_to_end(clip, tiny_fit_run, tmp_path, capsys):
+    """`rodin train base --clip PATH`: z is the CLIP image embedding; portraits and edits run through it."""
+    from rodin.cli.main import main
+    from rodin.pipeline import RodinPipeline
+    from rodin.semantic.edit import EditDirections
+
+    out = tmp_path / "model"
+    with pytest.raises(SystemExit) as exit_info:
+        main(["train", "base", "--triplanes", str(tiny_fit_run / "run"), "--out", str(out), "--preset", "tiny",
+              "--steps", "3", "--clip", str(clip[0])])
+    assert exit_info.value.code in (0, None), capsys.readouterr().err
+    assert json.loads((out / "semantic" / "config.json").read_text())["kind"] == "clip-adapter"
+    pipe = RodinPipeline.from_pretrained(out)
+    assert isinstance(pipe.semantic, ClipEncoder) and pipe.base.latent_dim == 16
+    portrait = next((tiny_fit_run / "data").glob("subject_*/portrait.png"))
+    avatar = pipe(image=portrait, seed=0, steps=2)
+    assert avatar.latent.shape == (16,) and torch.isfinite(avatar.planes).all()
+    pipe._edits = EditDirections(pipe.semantic, min_similarity=-1.0)     # a random CLIP knows no attributes
+    edited = pipe.edit(avatar, edit="with red hair", steps=2)
+    assert not torch.equal(edited.latent, avatar.latent)

@@ -240,6 +240,7 @@ def semantic(
     edits: int = typer.Option(100, "--edits", min=1, help="Edits of held-out portraits' avatars."),
     strength: float = typer.Option(1.0, "--strength", min=0.0, max=4.0, help="Edit strength."),
     seed: int = typer.Option(0, "--seed", help="Seed of the cases and the sampling noise."),
+    steps: int | None = typer.Option(None, "--steps", min=1, max=1000, help="Sampling steps (default: the model's)."),
 ) -> None:
     """Attribute accuracy of avatars from portraits, prompts and edits, read by the attribute judge."""
     from rich.console import Console
@@ -258,7 +259,8 @@ def semantic(
     if found is None:
         raise DataError(f"{candidates[0]}: no attribute judge; train one with `rodin train judge` or pass --judge")
     figures = evaluate_semantic(pipe, load_judge(found).eval(), data, subjects=subjects, prompts=prompts,
-                                edits=edits, strength=strength, seed=seed, log=lambda m: typer.echo(m, err=True))
+                                edits=edits, strength=strength, seed=seed, steps=steps,
+                                log=lambda m: typer.echo(m, err=True))
     figures["judge"] = str(found)
     table = Table(title=f"semantic evaluation of {model}")
     table.add_column("measure")

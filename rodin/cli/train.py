@@ -19,6 +19,8 @@ def base(
     data: Path | None = typer.Option(None, "--data", help="The run's dataset, if not where the run recorded it."),
     semantic: Path | None = typer.Option(None, "--semantic", help="An encoder folder for z (default: OUT/semantic "
                                          "if `rodin train encoder` wrote one, else a pixel-PCA encoder)."),
+    clip: Path | None = typer.Option(None, "--clip", help="A local CLIP folder (Hugging Face layout) whose image "
+                                     "embeddings become z, as in the paper; stored by reference in OUT/semantic."),
     steps: int | None = typer.Option(None, "--steps", min=1, help="Training steps (default: the preset's)."),
     batch: int | None = typer.Option(None, "--batch", min=1, help="Batch size (default: the preset's)."),
     lr: float | None = typer.Option(None, "--lr", min=0.0, help="Peak learning rate."),
@@ -45,6 +47,14 @@ def base(
     from rodin.diffusion.unet import check_unet_config
 
     check_unet_config(mcfg.unet)
+    if clip is not None:
+        from rodin.errors import ConfigError
+        from rodin.semantic.clip_adapter import ClipEncoder, save_clip_reference
+
+        if semantic is not None:
+            raise ConfigError("give --semantic or --clip, not both")
+        semantic = out / "semantic"
+        save_clip_reference(ClipEncoder.from_path(clip), semantic)
     figures = train_base(triplanes, out, preset=chosen, data=data, semantic=semantic, model_config=mcfg,
                          train_config=tcfg, cpu=cpu, log=lambda m: typer.echo(m, err=True))
     typer.echo(f"wrote {out / 'base'}")

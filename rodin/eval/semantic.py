@@ -140,23 +140,23 @@ def judge_planes(judge: AttributeJudge, pipe, planes: torch.Tensor, *, resolutio
     return [{name: JUDGED[name][int(p[name].argmax())] for name in JUDGED} for p in probabilities]
 
 
-def _generate(pipe, latents: torch.Tensor, *, seed: int, batch: int) -> torch.Tensor:
+def _generate(pipe, latents: torch.Tensor, *, seed: int, batch: int, steps: int | None = None) -> torch.Tensor:
     """Base-model tri-planes for each z, row k drawn with the noise of seed + k (as `pipe.sample` would)."""
     planes = []
     for start in range(0, len(latents), batch):
         chunk = latents[start:start + batch]
         noise_seeds = range(seed + start, seed + start + len(chunk))
-        planes.append(sample_batch(pipe, chunk, noise_seeds))
+        planes.append(sample_batch(pipe, chunk, noise_seeds, steps=steps))
     return torch.cat(planes)
 
 
-def sample_batch(pipe, latents: torch.Tensor, seeds) -> torch.Tensor:
+def sample_batch(pipe, latents: torch.Tensor, seeds, *, steps: int | None = None) -> torch.Tensor:
     """Several avatars in one batched sampling run; each row's noise is the one its seed gives alone."""
     base = pipe.base
     u = base.config.unet
     generators = [torch.Generator().manual_seed(int(s)) for s in seeds]
     noise = torch.cat([torch.randn(1, u.channels, u.resolution, 3 * u.resolution, generator=g) for g in generators])
-    return base.sample(latents, noise=noise)
+    return base.sample(latents, noise=noise, steps=steps)
 
 
 def _accuracy(pairs: list[tuple[str, str, str]]) -> tuple[float, dict[str, float]]:
@@ -170,7 +170,8 @@ def _accuracy(pairs: list[tuple[str, str, str]]) -> tuple[float, dict[str, float
 
 def evaluate_semantic(pipe, judge: AttributeJudge, data: Path, *, subjects: int = 100, prompts: int = 100,
                       edits: int = 100, strength: float = 1.0, seed: int = 0, batch: int = 16,
-                      include_training: bool = False, log: Callable[[str], None] = print) -> dict:
+                      include_training: bool = False, steps: int | None = None,
+                      log: Callable[[str], None] = print) -> dict:
     """The figures of the module docstring over the held-out subjects of `data` (all of them with
     `include_training`, for data the model never saw)."""
     from rodin.semantic.judge import dataset_subjects
@@ -195,7 +196,7 @@ def evaluate_semantic(pipe, judge: AttributeJudge, data: Path, *, subjects: int 
 
     log(f"portraits: {len(chosen)} held-out subjects")
     latents = torch.cat([pipe.encode_image(f / "portrait.png") for f, _ in chosen])
-    originals = _generate(pipe, latents, seed=seed, batch=batch)
+    originals = _generate(pipe, latents, seed=seed, batch=batch, steps=steps)
     judged = judge_planes(judge, pipe, originals)
     pairs = [(n, t[n], j[n]) for t, j in zip(truth, judged) for n in JUDGED if _judged(t, n)]
     figures["portrait_attr_acc"], figures["portrait_per_attribute"] = _accuracy(pairs)
@@ -211,7 +212,7 @@ def evaluate_semantic(pipe, judge: AttributeJudge, data: Path, *, subjects: int 
     texts = pipe.semantic.encode_texts([p for _, p in cases]).cpu()
     g = torch.Generator().manual_seed(seed + 1)
     text_latents = torch.cat([pipe.prior.sample(texts[k:k + batch], generator=g) for k in range(0, len(texts), batch)])
-    judged = judge_planes(judge, pipe, _generate(pipe, text_latents, seed=seed + 10_000, batch=batch))
+    judged = judge_planes(judge, pipe, _generate(pipe, text_latents, seed=seed + 10_000, batch=batch, steps=steps))
     pairs = [(n, v, j[n]) for (named, _), j in zip(cases, judged) for n, v in named.items()]
     figures["text_attr_acc"], figures["text_per_attribute"] = _accuracy(pairs)
     figures["text_cases"] = len(cases)
@@ -226,8 +227,8 @@ def evaluate_semantic(pipe, judge: AttributeJudge, data: Path, *, subjects: int 
     after = torch.cat([pipe.edit_latent(latents[row:row + 1], text, strength=strength)
                        for row, _, _, text in edit_cases])
     noise_seed = seed + 20_000
-    judged_before = judge_planes(judge, pipe, _generate(pipe, before, seed=noise_seed, batch=batch))
-    judged_after = judge_planes(judge, pipe, _generate(pipe, after, seed=noise_seed, batch=batch))
+    judged_before = judge_planes(judge, pipe, _generate(pipe, before, seed=noise_seed, batch=batch, steps=steps))
+    judged_after = judge_planes(judge, pipe, _generate(pipe, after, seed=noise_seed, batch=batch, steps=steps))
     success, kept = [], []
     for (_, name, value, _), was, now in zip(edit_cases, judged_before, judged_after):
         success.append(now[name] == value)
@@ -237,6 +238,7 @@ def evaluate_semantic(pipe, judge: AttributeJudge, data: Path, *, subjects: int 
     figures["edit_preservation"] = float(np.mean(kept))
     figures["edit_cases"] = len(edit_cases)
     figures["edit_strength"] = strength
+    figures["sample_steps"] = steps or pipe.base.config.diffusion.sample_steps
     return figures
 
 

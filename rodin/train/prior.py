@@ -62,11 +62,23 @@ def portrait_latents(encoder: SemanticEncoder, portraits: PortraitSet, *, batch:
 
 
 @torch.no_grad()
-def caption_embeddings(encoder: SemanticEncoder, portraits: PortraitSet) -> torch.Tensor:
-    """(N, K, dim) unit text embeddings of every wording of every subject."""
-    flat = [text for wordings in portraits.captions for text in wordings]
-    vectors = encoder.encode_texts(flat).cpu()
-    return vectors.view(len(portraits.captions), -1, vectors.shape[-1])
+def caption_embeddings(encoder: SemanticEncoder, sets: list[PortraitSet], cache: Path,
+                       log: Callable[[str], None]) -> list[torch.Tensor]:
+    """(N, K, dim) unit text embeddings of every wording of every subject, per set. With our dual
+    encoder the frozen backbone's vectors come from the cache its training left (same captions)."""
+    flats = [[text for wordings in p.captions for text in wordings] for p in sets]
+    everything = [text for flat in flats for text in flat]
+    if hasattr(encoder, "project_sentences"):
+        from rodin.train.encoder import sentence_vectors
+
+        vectors = encoder.project_sentences(sentence_vectors(everything, cache, log)).cpu()
+    else:
+        vectors = encoder.encode_texts(everything).cpu()
+    out, start = [], 0
+    for p, flat in zip(sets, flats):
+        out.append(vectors[start:start + len(flat)].view(len(p.captions), -1, vectors.shape[-1]))
+        start += len(flat)
+    return out
 
 
 @torch.no_grad()
@@ -103,12 +115,14 @@ def train_prior(data: Path, out: Path, *, encoder: SemanticEncoder, config: Prio
                   captions_per_subject=portraits.captions_per_subject, seed=portraits.seed)
     log("embedding portraits and captions")
     training = load_portrait_set(data, split="train", **kwargs)
-    latents, texts = portrait_latents(encoder, training), caption_embeddings(encoder, training)
     try:
         heldout = load_portrait_set(data, split="heldout", **kwargs)
-        held = (portrait_latents(encoder, heldout), caption_embeddings(encoder, heldout))
-    except DataError:
-        held = None
+    except DataError:       # a tiny dataset may hold out fewer than 2 subjects: no held-out figures then
+        heldout = None
+    sets = [training] + ([heldout] if heldout is not None else [])
+    embedded = caption_embeddings(encoder, sets, out / ".caption_vectors.safetensors", log)
+    latents, texts = portrait_latents(encoder, training), embedded[0]
+    held = (portrait_latents(encoder, heldout), embedded[1]) if heldout is not None else None
 
     torch.manual_seed(train.seed)
     prior = LatentPrior(config)
