@@ -20,11 +20,11 @@ PROMPTS = ("a person with long blonde hair and sunglasses", "a bald man with a f
 
 
 def run(*, quick: bool = False, model: Path | None = None, repeats: int | None = None) -> BenchResult:
-    from rodin.paths import shipped_model
+    from rodin.paths import default_model
     from rodin.pipeline import RodinPipeline
 
     started = time.perf_counter()
-    pipe = RodinPipeline.from_pretrained(model or shipped_model("small"))
+    pipe = RodinPipeline.from_pretrained(model or default_model(text=True))
     pipe.semantic.encode_texts(["warm-up"])          # the text backbone loads on first use
     load_s = time.perf_counter() - started
     repeats = repeats or (2 if quick else 4)

@@ -249,12 +249,12 @@ def semantic(
     from rodin.errors import DataError
     from rodin.eval.semantic import evaluate_semantic
     from rodin.io import write_json
-    from rodin.paths import shipped_model
+    from rodin.paths import default_model
     from rodin.pipeline import RodinPipeline
     from rodin.semantic.judge import load_judge
 
     pipe = RodinPipeline.from_pretrained(model)
-    candidates = [judge] if judge is not None else [model / "judge", shipped_model("small") / "judge"]
+    candidates = [judge] if judge is not None else [model / "judge", default_model(text=True) / "judge"]
     found = next((c for c in candidates if (c / "config.json").is_file()), None)
     if found is None:
         raise DataError(f"{candidates[0]}: no attribute judge; train one with `rodin train judge` or pass --judge")

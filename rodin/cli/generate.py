@@ -57,7 +57,8 @@ def generate(
     seed: int = typer.Option(0, "--seed", help="Random seed (the avatar itself when neither --image nor --prompt)."),
     edit: str | None = typer.Option(None, "--edit", help="A change in words, e.g. 'with red hair'."),
     strength: float = typer.Option(1.0, "--strength", min=0.0, max=4.0, help="How far the edit moves the avatar."),
-    model: Path | None = typer.Option(None, "--model", help="Model folder (default: the shipped small model)."),
+    model: Path | None = typer.Option(None, "--model", help="Model folder (default: the shipped small model; "
+                                      "small-text for --prompt and --edit)."),
     guidance: float | None = typer.Option(None, "--guidance", min=0.0, help="Classifier-free guidance scale."),
     steps: int | None = typer.Option(None, "--steps", min=1, max=1000, help="Sampling steps."),
     frames: int = typer.Option(48, "--frames", min=1, max=720, help="Turntable frames."),
@@ -66,11 +67,11 @@ def generate(
     mesh: bool = typer.Option(True, "--mesh/--no-mesh", help="Also write mesh.glb."),
 ) -> None:
     """Generate an avatar: avatar.safetensors, turntable.mp4/.gif, views.png, mesh.glb (+ compare.png)."""
-    from rodin.paths import shipped_model
+    from rodin.paths import default_model
     from rodin.pipeline import RodinPipeline
 
     _options_check(out, image)
-    pipe = RodinPipeline.from_pretrained(model or shipped_model("small"))
+    pipe = RodinPipeline.from_pretrained(model or default_model(text=prompt is not None or edit is not None))
     avatar = pipe(image=image, prompt=prompt, edit=edit, strength=strength, seed=seed, guidance_scale=guidance,
                   steps=steps)
     if getattr(pipe, "last_portrait_note", None):
@@ -85,14 +86,14 @@ def edit(
     out: Path = typer.Option(..., "--out", help="Folder to write the edited avatar's files into."),
     strength: float = typer.Option(1.0, "--strength", min=0.0, max=4.0, help="How far the edit moves the avatar."),
     seed: int = typer.Option(0, "--seed", help="Random seed (for a portrait; an avatar keeps its own)."),
-    model: Path | None = typer.Option(None, "--model", help="Model folder (default: the shipped small model)."),
+    model: Path | None = typer.Option(None, "--model", help="Model folder (default: the shipped small-text model)."),
     frames: int = typer.Option(48, "--frames", min=1, max=720, help="Turntable frames."),
     resolution: int = typer.Option(128, "--resolution", min=16, max=1024, help="Image side of the renders."),
     mesh_resolution: int = typer.Option(128, "--mesh-resolution", min=16, max=512, help="Marching-cubes grid."),
     mesh: bool = typer.Option(True, "--mesh/--no-mesh", help="Also write mesh.glb."),
 ) -> None:
     """Change an avatar (or the avatar of a portrait) in words; compare.png shows before above after."""
-    from rodin.paths import shipped_model
+    from rodin.paths import default_model
     from rodin.pipeline import Avatar, RodinPipeline
 
     _options_check(out, None)
@@ -100,7 +101,7 @@ def edit(
         from rodin.errors import DataError
 
         raise DataError(f"{source}: not found; give an avatar file (avatar.safetensors) or a portrait image")
-    pipe = RodinPipeline.from_pretrained(model or shipped_model("small"))
+    pipe = RodinPipeline.from_pretrained(model or default_model(text=True))
     if source.suffix == AVATAR_SUFFIX:
         before = Avatar.load(source)
     else:

@@ -56,40 +56,41 @@ def demo(
 
     from rodin.cli.generate import write_outputs
     from rodin.errors import DataError
-    from rodin.paths import example_file, shipped_model
+    from rodin.paths import default_model, example_file
     from rodin.pipeline import RodinPipeline
 
     started = time.time()
-    model = model or shipped_model("small")
-    pipe = RodinPipeline.from_pretrained(model)
-    if pipe.base is None:
-        raise DataError(f"{model}: this model has no base diffusion model; train one with `rodin train base`")
+    pipe = RodinPipeline.from_pretrained(model or default_model())
+    words = RodinPipeline.from_pretrained(model or default_model(text=True))
+    if pipe.base is None or words.base is None:
+        raise DataError(f"{model or default_model()}: no base diffusion model; train one with `rodin train base`")
     settings = dict(frames=24, resolution=128, mesh_resolution=96, mesh=True)
     portrait = example_file("portrait.png")
-    runs: list[tuple[str, str, dict]] = [("portrait", f"from the example portrait {portrait}", dict(image=portrait))]
-    if pipe.semantic is not None:
+    runs: list[tuple[str, str, object, dict]] = [
+        ("portrait", f"from the example portrait {portrait}", pipe, dict(image=portrait)),
+        ("random", "from seed 7, no portrait and no prompt", pipe, dict(seed=7))]
+    text = words.semantic is not None and words.prior is not None
+    if text:
         photo = example_file("photo.png")
-        runs.append(("photo", f"from a photograph ({photo}: face found, cropped, background removed)",
-                     dict(image=photo)))
-        if pipe.prior is not None:
-            runs.append(("prompt", f"from the prompt {EXAMPLE_PROMPT!r}", dict(prompt=EXAMPLE_PROMPT)))
-    runs.append(("random", "from seed 7, no portrait and no prompt", dict(seed=7)))
+        runs += [("photo", f"from a photograph ({photo}: face found, cropped, background removed)", words,
+                  dict(image=photo)),
+                 ("prompt", f"from the prompt {EXAMPLE_PROMPT!r}", words, dict(prompt=EXAMPLE_PROMPT))]
     made = {}
-    for step, (name, what, inputs) in enumerate(runs, start=1):
-        typer.echo(f"{step}/{len(runs) + 1} generating an avatar {what}")
-        avatar = pipe(**{"seed": 0, **inputs})
-        if getattr(pipe, "last_portrait_note", None) and "image" in inputs:
-            typer.echo(f"    note: {pipe.last_portrait_note}")
+    for step, (name, what, chosen, inputs) in enumerate(runs, start=1):
+        typer.echo(f"{step}/{len(runs) + int(text)} generating an avatar {what} ({chosen.path.name})")
+        avatar = chosen(**{"seed": 0, **inputs})
+        if getattr(chosen, "last_portrait_note", None) and "image" in inputs:
+            typer.echo(f"    note: {chosen.last_portrait_note}")
         write_outputs(avatar, out / name, portrait=inputs.get("image"), **settings)
         made[name] = avatar
-    if pipe.semantic is not None:
-        typer.echo(f"{len(runs) + 1}/{len(runs) + 1} editing the portrait's avatar: {EXAMPLE_EDIT!r}")
-        edited = pipe.edit(made["portrait"], edit=EXAMPLE_EDIT, strength=1.0)
-        write_outputs(edited, out / "edit", before=made["portrait"], **settings)
+    if text:
+        typer.echo(f"{len(runs) + 1}/{len(runs) + 1} editing the prompt's avatar: {EXAMPLE_EDIT!r}")
+        edited = words.edit(made["prompt"], edit=EXAMPLE_EDIT, strength=1.0)
+        write_outputs(edited, out / "edit", before=made["prompt"], **settings)
     if with_fit:
         _demo_fit(out / "fit")
     typer.echo(f"done in {time.time() - started:.0f} s: " + ", ".join(
-        f"{out / name}/" for name in [*made, *(["edit"] if pipe.semantic is not None else [])]))
+        f"{out / name}/" for name in [*made, *(["edit"] if text else [])]))
     typer.echo("each folder: turntable.mp4/.gif, views.png, mesh.glb, avatar.safetensors (+ compare.png)")
 
 
