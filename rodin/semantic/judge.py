@@ -62,10 +62,10 @@ VIEWS = ("front", "all")
 
 @dataclass(frozen=True)
 class JudgeConfig:
-    """A CNN of stride-2 stages (conv, group norm, SiLU), a linear embedding of its last map, one linear
-    head per attribute. The embedding reads the whole (side/16)^2 map, not its average: where a feature
-    lies tells a hat from a shirt (held-out accuracy 0.51 against 0.42 with average pooling, in the
-    same CPU time)."""
+    """A CNN of stride-2 stages (conv, group norm, SiLU), a linear embedding of its whole last map (where
+    a feature lies tells a hat from a shirt), one linear head per attribute. Against global average
+    pooling the embedding learns faster (mean held-out accuracy 0.51 against 0.42 after 150 steps) and
+    ends level with it (0.60 against 0.59 after 1000 steps, data/small, one core)."""
 
     image_size: int = 64                          # renders are resized to this (square, on white)
     width: int = 24                               # channels of the first stage (32: twice the time per step)
