@@ -129,6 +129,7 @@ class RodinPipeline:
         self.prior = prior.eval() if prior is not None else None
         self.path = path
         self._edits = None
+        self.last_portrait_note: str | None = None   # what preparing the last photo said (several faces, ...)
 
     @classmethod
     def from_pretrained(cls, path: Path | str) -> RodinPipeline:
@@ -184,6 +185,7 @@ class RodinPipeline:
         from rodin.semantic.pixel_encoder import load_portrait, portrait_from_array
         from rodin.semantic.space import latent_from_embedding
 
+        self.last_portrait_note = None
         if self.semantic is not None:
             from rodin.semantic.face import prepare_portrait
 

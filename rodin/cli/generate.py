@@ -74,7 +74,7 @@ def generate(
     pipe = RodinPipeline.from_pretrained(model or default_model(text=prompt is not None or edit is not None))
     avatar = pipe(image=image, prompt=prompt, edit=edit, strength=strength, seed=seed, guidance_scale=guidance,
                   steps=steps)
-    if getattr(pipe, "last_portrait_note", None):
+    if pipe.last_portrait_note:
         typer.echo(f"note: {pipe.last_portrait_note}", err=True)
     write_outputs(avatar, out, frames=frames, resolution=resolution, mesh_resolution=mesh_resolution, mesh=mesh,
                   portrait=image)

@@ -79,7 +79,7 @@ def demo(
     for step, (name, what, chosen, inputs) in enumerate(runs, start=1):
         typer.echo(f"{step}/{len(runs) + int(text)} generating an avatar {what} ({chosen.path.name})")
         avatar = chosen(**{"seed": 0, **inputs})
-        if getattr(chosen, "last_portrait_note", None) and "image" in inputs:
+        if chosen.last_portrait_note and "image" in inputs:
             typer.echo(f"    note: {chosen.last_portrait_note}")
         write_outputs(avatar, out / name, portrait=inputs.get("image"), **settings)
         made[name] = avatar
