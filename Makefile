@@ -26,14 +26,17 @@ lint: setup
 	$(BIN)/ruff check rodin tests
 
 demo: setup
-	$(BIN)/rodin demo --out demo_out
+	$(BIN)/rodin demo --batch --out demo_out
 
+# The fast benchmarks, each recording benchmarks/results/NAME.json, then BENCHMARKS.md rewritten from the
+# records and benchmarks/template.md. The slow ones (render-meshes, paper, evaluations) keep their records.
 bench: setup
 	$(BIN)/rodin bench synth
 	$(BIN)/rodin bench decode
 	$(BIN)/rodin bench fit
 	$(BIN)/rodin bench unet
 	$(BIN)/rodin bench generate
+	$(BIN)/rodin bench report
 
 clean:
 	rm -rf $(VENV) demo_out .pytest_cache

@@ -5,6 +5,7 @@ from __future__ import annotations
 import io
 import json
 import os
+import shutil
 from pathlib import Path
 from typing import Any
 
@@ -29,6 +30,27 @@ def write_atomic(path: Path | str, data: bytes) -> None:
 
 def write_json(path: Path | str, obj: Any) -> None:
     write_atomic(path, (json.dumps(obj, indent=2, sort_keys=False) + "\n").encode())
+
+
+def remove_tree(path: Path | str) -> None:
+    """Delete a folder by renaming it aside first: a kill halfway through leaves it whole or gone,
+    never half-deleted (a half-deleted checkpoint would look resumable and fail)."""
+    path = Path(path)
+    trash = path.with_name(f".{path.name}.trash")
+    shutil.rmtree(trash, ignore_errors=True)
+    if path.exists():
+        path.rename(trash)
+    shutil.rmtree(trash, ignore_errors=True)
+
+
+def copy_tree(source: Path | str, dest: Path | str) -> None:
+    """Copy a folder into place whole: copied beside `dest`, then swapped in by renames."""
+    source, dest = Path(source), Path(dest)
+    tmp = dest.with_name(f".{dest.name}.{os.getpid()}.tmp")
+    shutil.rmtree(tmp, ignore_errors=True)
+    shutil.copytree(source, tmp)
+    remove_tree(dest)
+    tmp.rename(dest)
 
 
 def to_uint8(image: np.ndarray) -> np.ndarray:

@@ -42,7 +42,15 @@ def save_component(module: torch.nn.Module, folder: Path | str, *, kind: str, dt
     return folder
 
 
-def load_component(cls: type[M], config_cls: type, folder: Path | str, *, kind: str) -> M:
+PICKLE_SUFFIXES = (".pt", ".pth", ".bin", ".ckpt")
+
+
+def load_component(cls: type[M], config_cls: type, folder: Path | str, *, kind: str, allow_pickle: bool = False) -> M:
+    """Build a component from its folder, checking the config and every tensor against it.
+
+    Pickled weights (.pt/.pth/.bin/.ckpt) can run code when read, so they are refused unless the
+    caller passes `allow_pickle=True`; even then only tensors are unpickled (`weights_only`).
+    """
     folder = Path(folder)
     if not folder.is_dir():
         raise DataError(f"{folder}: model folder not found")
@@ -53,6 +61,8 @@ def load_component(cls: type[M], config_cls: type, folder: Path | str, *, kind: 
         raw = json.loads(config_path.read_text())
     except json.JSONDecodeError as err:
         raise ConfigError(f"{config_path}: not valid JSON ({err.msg} at line {err.lineno})") from None
+    except (UnicodeDecodeError, RecursionError):
+        raise ConfigError(f"{config_path}: not a JSON config (not UTF-8, or nested too deeply)") from None
     if not isinstance(raw, dict) or raw.get("kind") != kind or "config" not in raw:
         raise ConfigError(f"{config_path}: not a {kind} config "
                           f"(expected {{'kind': '{kind}', 'config': {{...}}}})")
@@ -62,14 +72,19 @@ def load_component(cls: type[M], config_cls: type, folder: Path | str, *, kind: 
         raise ConfigError(f"{config_path}: {err}") from None
     module = cls(config)
     weights_path = folder / WEIGHTS
-    if not weights_path.is_file():
-        pickles = [p.name for p in folder.glob("*") if p.suffix in (".pt", ".pth", ".bin", ".ckpt")]
-        hint = f" (found {pickles[0]}: pickled weights are not loaded)" if pickles else ""
+    pickles = sorted(p for p in folder.glob("*") if p.suffix in PICKLE_SUFFIXES)
+    if not weights_path.is_file() and pickles and allow_pickle:
+        weights_path = pickles[0]
+        tensors = _load_pickled(weights_path)
+    elif not weights_path.is_file():
+        hint = (f" (found {pickles[0].name}: pickled weights can run code when loaded, so they are read only "
+                "with allow_pickle=True; better, convert them to safetensors)") if pickles else ""
         raise DataError(f"{weights_path}: missing{hint}")
-    try:
-        tensors = load_file(str(weights_path))
-    except (SafetensorError, OSError, ValueError) as err:
-        raise DataError(f"{weights_path}: unreadable safetensors file ({err})") from None
+    else:
+        try:
+            tensors = load_file(str(weights_path))
+        except (SafetensorError, OSError, ValueError) as err:
+            raise DataError(f"{weights_path}: unreadable safetensors file ({err})") from None
     expected = module.state_dict()
     missing = sorted(set(expected) - set(tensors))
     unexpected = sorted(set(tensors) - set(expected))
@@ -89,3 +104,14 @@ def load_component(cls: type[M], config_cls: type, folder: Path | str, *, kind: 
             raise DataError(f"{weights_path}: tensor {name!r} holds NaN or infinity")
     module.load_state_dict({k: v.to(expected[k].dtype) for k, v in tensors.items()})
     return module
+
+
+def _load_pickled(path: Path) -> dict[str, torch.Tensor]:
+    """A pickled state dict, unpickled with torch's tensors-only loader (no arbitrary objects)."""
+    try:
+        tensors = torch.load(path, map_location="cpu", weights_only=True)
+    except Exception as err:  # torch reports refused or broken pickles with many exception types
+        raise DataError(f"{path}: unreadable or unsafe pickled weights ({type(err).__name__})") from None
+    if not isinstance(tensors, dict) or not all(isinstance(v, torch.Tensor) for v in tensors.values()):
+        raise DataError(f"{path}: not a state dict of tensors")
+    return tensors

@@ -132,7 +132,9 @@ class RodinPipeline:
         self.last_portrait_note: str | None = None   # what preparing the last photo said (several faces, ...)
 
     @classmethod
-    def from_pretrained(cls, path: Path | str) -> RodinPipeline:
+    def from_pretrained(cls, path: Path | str, *, allow_pickle: bool = False) -> RodinPipeline:
+        """Load a model folder. Weights are read from safetensors only; `allow_pickle=True` also reads a
+        component's pickled weights (.pt/.pth/.bin), which can run code: only for files you trust."""
         from rodin.config import PriorConfig
         from rodin.diffusion.base import KIND as BASE_KIND
         from rodin.diffusion.base import BaseDiffusion
@@ -162,16 +164,17 @@ class RodinPipeline:
 
         if part("decoder") is None:
             raise DataError(f"{index_path}: names no decoder")
-        decoder = load_component(TriplaneDecoder, DecoderConfig, part("decoder"), kind=DECODER_KIND)
+        trust = {"allow_pickle": allow_pickle}
+        decoder = load_component(TriplaneDecoder, DecoderConfig, part("decoder"), kind=DECODER_KIND, **trust)
         base = encoder = semantic = prior = None
         if part("base") is not None:
-            base = load_component(BaseDiffusion, BaseModelConfig, part("base"), kind=BASE_KIND)
+            base = load_component(BaseDiffusion, BaseModelConfig, part("base"), kind=BASE_KIND, **trust)
         if part("latent") is not None:
-            encoder = load_component(PixelEncoder, PixelEncoderConfig, part("latent"), kind=LATENT_KIND)
+            encoder = load_component(PixelEncoder, PixelEncoderConfig, part("latent"), kind=LATENT_KIND, **trust)
         if part("semantic") is not None:
             semantic = load_semantic(part("semantic"))
         if part("prior") is not None:
-            prior = load_component(LatentPrior, PriorConfig, part("prior"), kind=PRIOR_KIND)
+            prior = load_component(LatentPrior, PriorConfig, part("prior"), kind=PRIOR_KIND, **trust)
         if base is not None and semantic is not None and semantic.dim != base.latent_dim:
             raise DataError(f"{path}: its semantic encoder makes {semantic.dim}-d z but its base model reads "
                             f"{base.latent_dim}-d z; retrain the base model with this encoder")

@@ -21,6 +21,7 @@ BENCHMARKS: dict[str, str] = {
     "unet": "rodin.bench.unet:run",
     "render-meshes": "rodin.bench.render_meshes:run",
     "generate": "rodin.bench.generate:run",
+    "paper": "rodin.bench.paper:run",
 }
 
 

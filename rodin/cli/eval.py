@@ -1,8 +1,12 @@
-"""`rodin eval`: measure what a run or model makes. `rodin eval fit RUN` scores a fit run.
+"""`rodin eval`: measure what a run or model makes. Each verb prints a table, then one JSON object as its
+last line, and writes its figures as JSON beside what it measured.
 
-Per subject: held-out view PSNR/SSIM (as `rodin fit` recorded them in RUN/subject_metrics.json,
-recomputed only where missing) and geometry, the mesh `rodin export` would write against the
-subject's ground-truth mesh.ply (Chamfer distance and F-score, `rodin.eval.geometry`).
+- `fit RUN`: per subject, held-out view PSNR/SSIM (as `rodin fit` recorded them in RUN/subject_metrics.json,
+  recomputed only where missing) and geometry, the mesh `rodin export` would write against the subject's
+  ground-truth mesh.ply (Chamfer distance and F-score, `rodin.eval.geometry`).
+- `sheet MODEL`: a contact sheet to look at; `semantic MODEL`: attribute accuracy (`rodin.eval.semantic`).
+- `samples MODEL`: FID/KID and attribute distances against held-out real subjects (`rodin.eval.samples`).
+- `consistency MODEL_OR_AVATAR`: multi-view consistency of turntables (`rodin.eval.consistency`).
 """
 
 from __future__ import annotations
@@ -246,18 +250,13 @@ def semantic(
     from rich.console import Console
     from rich.table import Table
 
-    from rodin.errors import DataError
     from rodin.eval.semantic import evaluate_semantic
     from rodin.io import write_json
-    from rodin.paths import default_model
     from rodin.pipeline import RodinPipeline
     from rodin.semantic.judge import load_judge
 
     pipe = RodinPipeline.from_pretrained(model)
-    candidates = [judge] if judge is not None else [model / "judge", default_model(text=True) / "judge"]
-    found = next((c for c in candidates if (c / "config.json").is_file()), None)
-    if found is None:
-        raise DataError(f"{candidates[0]}: no attribute judge; train one with `rodin train judge` or pass --judge")
+    found = _find_judge(model, judge)
     figures = evaluate_semantic(pipe, load_judge(found).eval(), data, subjects=subjects, prompts=prompts,
                                 edits=edits, strength=strength, seed=seed, steps=steps,
                                 log=lambda m: typer.echo(m, err=True))
@@ -272,4 +271,198 @@ def semantic(
             table.add_row(key, ", ".join(f"{k} {v:.2f}" for k, v in value.items()))
     Console().print(table)
     write_json(model / "eval_semantic.json", figures)
+    print(json.dumps(figures), flush=True)
+
+
+def _find_judge(model: Path, given: Path | None) -> Path:
+    """--judge, else MODEL/judge, else the shipped judge."""
+    from rodin.errors import DataError
+    from rodin.paths import default_model
+
+    candidates = [given] if given is not None else [model / "judge", default_model(text=True) / "judge"]
+    found = next((c for c in candidates if (c / "config.json").is_file()), None)
+    if found is None:
+        raise DataError(f"{candidates[0]}: no attribute judge; train one with `rodin train judge` or pass --judge")
+    return found
+
+
+def _command(words: list, options: dict) -> str:
+    """The command line that reproduces a run (options at their given values)."""
+    import shlex
+
+    parts = ["rodin", *map(str, words)]
+    for flag, value in options.items():
+        if value is not None and value is not False:
+            parts += [flag] if value is True else [flag, str(value)]
+    return shlex.join(parts)
+
+
+@app.command("samples")
+def samples(
+    model: Path = typer.Argument(..., help="A model folder with a base model (and a latent prior, if it has one)."),
+    data: Path = typer.Option(..., "--data", help="The generated dataset whose held-out (val/test) subjects are "
+                              "the real side."),
+    count: int = typer.Option(64, "--samples", min=2, help="Unconditional samples (seeds SEED, SEED+1, ...)."),
+    views: int = typer.Option(1, "--views", min=0, max=8, help="Views per avatar besides the portrait camera "
+                              "(nearest to azimuth 45, -45, 90, ...)."),
+    resolution: int = typer.Option(64, "--resolution", min=16, max=512, help="Side of every compared image."),
+    features: str = typer.Option("judge", "--features", help="Feature extractor for FID/KID: judge or clip."),
+    clip: Path | None = typer.Option(None, "--clip", help="A CLIP folder on disk (Hugging Face layout), for "
+                                     "--features clip."),
+    judge: Path | None = typer.Option(None, "--judge", help="Attribute judge folder (default: MODEL/judge, else "
+                                      "the shipped one)."),
+    steps: int | None = typer.Option(None, "--steps", min=1, max=1000, help="Sampling steps (default: the model's)."),
+    guidance: float | None = typer.Option(None, "--guidance", min=0.0, help="Classifier-free guidance scale."),
+    seed: int = typer.Option(0, "--seed", help="First sampling seed; also splits the real subjects in halves."),
+    kid_subset: int = typer.Option(100, "--kid-subset", min=2, help="Images per set in each KID subset."),
+    sheet: Path | None = typer.Option(None, "--sheet", help="Also write a PNG grid of the samples' images."),
+) -> None:
+    """FID, KID and attribute distances of unconditional samples against held-out real subjects, beside the
+    real-against-real floor. Prints a table, then one JSON object as the last line; writes
+    MODEL/eval_samples.json (eval_samples_clip.json for CLIP features)."""
+    import time
+
+    import torch
+    from rich.console import Console
+    from rich.table import Table
+
+    from rodin.bench.record import provenance
+    from rodin.eval.features import load_extractor
+    from rodin.eval.samples import evaluate_samples
+    from rodin.io import png_bytes, to_uint8, write_atomic, write_json
+    from rodin.pipeline import RodinPipeline
+    from rodin.render.turntable import grid
+    from rodin.semantic.judge import load_judge
+
+    command = _command(["eval", "samples", model], {"--data": data, "--samples": count, "--views": views,
+                       "--resolution": resolution, "--features": features, "--clip": clip, "--judge": judge,
+                       "--steps": steps, "--guidance": guidance, "--seed": seed, "--kid-subset": kid_subset})
+    record = provenance(command)
+    began = time.perf_counter()
+    pipe = RodinPipeline.from_pretrained(model)
+    judge_path = _find_judge(model, judge)
+    attribute_judge = load_judge(judge_path).eval()
+    extractor = load_extractor(features, judge=attribute_judge, clip=clip)
+    figures, made = evaluate_samples(pipe, data, extractor=extractor, judge=attribute_judge, samples=count,
+                                     views=views, resolution=resolution, steps=steps, guidance_scale=guidance,
+                                     seed=seed, kid_subset=kid_subset, log=lambda m: typer.echo(m, err=True))
+    figures = {"model": str(model), "data": str(data), "judge": str(judge_path), **figures,
+               "seconds": round(time.perf_counter() - began, 1)}
+    if sheet is not None:
+        tiles = to_uint8(torch.cat([s.pixels for s in made]).permute(0, 2, 3, 1).numpy())
+        write_atomic(sheet, png_bytes(grid(tiles, 8 * figures["images_per_avatar"])))
+        typer.echo(f"wrote {sheet}", err=True)
+
+    table = Table(title=f"rodin eval samples {model}  ({figures['samples']} samples, {figures['features']} features, "
+                        f"halves of {figures['half_sizes'][0]} / {figures['half_sizes'][1]} held-out subjects)")
+    for name, justify in (("measure", "left"), ("samples vs real B", "right"), ("floor: real A vs real B", "right")):
+        table.add_column(name, justify=justify)
+    table.add_row("FID", f"{figures['fid']:.3f}", f"{figures['fid_floor']:.3f}")
+    table.add_row("KID", f"{figures['kid']:.4g} ± {figures['kid_std']:.2g}",
+                  f"{figures['kid_floor']:.4g} ± {figures['kid_floor_std']:.2g}")
+    for name, value in figures.get("attr_tvd", {}).items():
+        table.add_row(f"TVD {name}", f"{value:.3f}", f"{figures['attr_tvd_floor'][name]:.3f}")
+    if "attr_tvd_mean" in figures:
+        table.add_row("TVD mean", f"{figures['attr_tvd_mean']:.3f}", f"{figures['attr_tvd_floor_mean']:.3f}",
+                      style="bold")
+    ratio = figures["fid_ratio"]
+    table.caption = f"FID / floor = {'—' if ratio is None else f'{ratio:.2f}'} (goal ≤ 2); TVD goal ≤ 0.1 each"
+    Console().print(table)
+    write_json(model / ("eval_samples.json" if features == "judge" else f"eval_samples_{features}.json"),
+               {**record, "figures": figures})
+    print(json.dumps(figures), flush=True)
+
+
+@app.command("consistency")
+def consistency(
+    target: Path = typer.Argument(..., help="A model folder (samples drawn from seeds) or an avatar file "
+                                  "(.safetensors, from `rodin generate`)."),
+    avatars: int = typer.Option(4, "--avatars", min=1, help="Model only: avatars sampled (seeds SEED, SEED+1, ...)."),
+    frames: int = typer.Option(16, "--frames", min=3, max=360, help="Turntable frames (neighbours are 360/N° apart)."),
+    resolution: int = typer.Option(64, "--resolution", min=16, max=512, help="Side of each rendered frame."),
+    elevation: float = typer.Option(10.0, "--elevation", min=-80.0, max=80.0, help="Turntable elevation, degrees."),
+    steps: int | None = typer.Option(None, "--steps", min=1, max=1000, help="Model only: sampling steps."),
+    seed: int = typer.Option(0, "--seed", help="Model only: first sampling seed."),
+    data: Path | None = typer.Option(None, "--data", help="A generated dataset: its held-out subjects, re-rendered "
+                                     "by the generator at the same cameras, give the reference."),
+    subjects: int = typer.Option(4, "--subjects", min=1, help="Reference subjects (with --data)."),
+) -> None:
+    """Multi-view consistency of rendered turntables: each frame warped into its neighbours with its depth,
+    masked L1 and PSNR. Prints a table, then one JSON object as the last line; writes MODEL/eval_consistency.json
+    or AVATAR.consistency.json."""
+    import time
+
+    import numpy as np
+    from rich.console import Console
+    from rich.table import Table
+
+    from rodin.bench.record import provenance
+    from rodin.errors import DataError
+    from rodin.eval.consistency import ground_truth_views, rendered_views, turntable_consistency
+    from rodin.eval.samples import held_out_subjects, sample_planes
+    from rodin.io import write_json
+    from rodin.pipeline import INDEX, Avatar, RodinPipeline
+
+    command = _command(["eval", "consistency", target], {
+        "--avatars": avatars if target.is_dir() else None, "--frames": frames, "--resolution": resolution,
+        "--elevation": elevation, "--steps": steps, "--seed": seed if target.is_dir() else None, "--data": data,
+        "--subjects": subjects if data is not None else None})
+    record = provenance(command)
+    began = time.perf_counter()
+    if target.is_dir() and (target / INDEX).is_file():
+        pipe = RodinPipeline.from_pretrained(target)
+        if pipe.base is None:
+            raise DataError(f"{target}: this model has no base diffusion model to sample from")
+        planes = sample_planes(pipe, [seed + k for k in range(avatars)], steps=steps)
+        made = [(f"seed_{seed + k}", one, pipe.decoder, pipe.render) for k, one in enumerate(planes)]
+        out = target / "eval_consistency.json"
+    elif target.is_file():
+        avatar = Avatar.load(target)
+        made = [(target.stem, avatar.planes, avatar.decoder, avatar.render_config)]
+        out = target.with_name(f"{target.stem}.consistency.json")
+    else:
+        raise DataError(f"{target}: neither a model folder (with {INDEX}) nor an avatar file")
+
+    rows: dict[str, dict] = {}
+    for name, planes, decoder, render in made:
+        views = rendered_views(planes, decoder, render, frames=frames, resolution=resolution, elevation=elevation)
+        rows[name] = turntable_consistency(views)
+
+    def mean(key: str, entries) -> float | None:
+        values = [e[key] for e in entries if e[key] is not None]
+        return float(np.mean(values)) if values else None
+
+    figures: dict = {"target": str(target), "avatars": len(rows), "frames": frames, "resolution": resolution,
+                     "elevation": elevation, "psnr": mean("psnr", rows.values()), "l1": mean("l1", rows.values()),
+                     "coverage": mean("coverage", rows.values()), "pairs": frames * 2}
+    reference: dict[str, dict] = {}
+    if data is None:
+        typer.echo("note: no --data, so no ground-truth reference to read the figures against", err=True)
+    else:
+        folders = held_out_subjects(data)[:subjects]
+        if not folders:
+            raise DataError(f"{data}: no held-out (val/test) generated subjects for the reference")
+        for folder in folders:
+            views = ground_truth_views(folder, frames=frames, resolution=resolution, elevation=elevation)
+            reference[folder.name] = turntable_consistency(views)
+        figures["reference"] = {"subjects": len(reference), "psnr": mean("psnr", reference.values()),
+                                "l1": mean("l1", reference.values()),
+                                "coverage": mean("coverage", reference.values())}
+    figures["seconds"] = round(time.perf_counter() - began, 1)
+
+    table = Table(title=f"rodin eval consistency {target}  ({frames} frames of {resolution}², neighbours "
+                        f"{360 / frames:g}° apart)")
+    for name, justify in (("avatar", "left"), ("PSNR dB", "right"), ("L1", "right"), ("coverage", "right")):
+        table.add_column(name, justify=justify)
+    for name, e in rows.items():
+        table.add_row(name, _fmt(e["psnr"], 2), _fmt(e["l1"], 4), _fmt(e["coverage"], 3))
+    table.add_row("mean", _fmt(figures["psnr"], 2), _fmt(figures["l1"], 4), _fmt(figures["coverage"], 3), style="bold")
+    for name, e in reference.items():
+        table.add_row(f"ground truth {name}", _fmt(e["psnr"], 2), _fmt(e["l1"], 4), _fmt(e["coverage"], 3))
+    if reference:
+        ref = figures["reference"]
+        table.add_row("ground truth mean", _fmt(ref["psnr"], 2), _fmt(ref["l1"], 4), _fmt(ref["coverage"], 3),
+                      style="bold")
+    Console().print(table)
+    write_json(out, {**record, "figures": figures, "per_avatar": rows, "per_reference": reference})
     print(json.dumps(figures), flush=True)

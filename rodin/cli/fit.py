@@ -23,6 +23,11 @@ def fit(
     bound: float | None = typer.Option(None, "--bound", help="Scene half-size in file units "
                                        "(default: from the files or the cameras)."),
     resolution: int | None = typer.Option(None, "--resolution", help="Downscale views to this size."),
+    joint_only: bool = typer.Option(False, "--joint-only", help="Stop after the decoder stage: the step before "
+                                    "sharded fitting."),
+    shard: str | None = typer.Option(None, "--shard", help="I/N: fit only shard I (from 0) of N of the "
+                                     "frozen-decoder stage, into OUT/shards/I-of-N (default under "
+                                     "accelerate launch / torchrun: this process's rank of the world)."),
 ) -> None:
     """Fit a tri-plane per subject with one shared MLP decoder; resumes an interrupted run.
 
@@ -30,8 +35,10 @@ def fit(
     """
     import dataclasses
 
+    from rodin.cli.outputs import discard_on_failure, refuse_overlap
     from rodin.errors import ConfigError
     from rodin.fit.run import LoadOptions, fit_dataset
+    from rodin.fit.shards import Shard
 
     if up not in ("auto", "y", "z"):
         raise ConfigError(f"--up must be auto, y or z, got {up!r}")
@@ -40,7 +47,32 @@ def fit(
         if steps < 1:
             raise ConfigError("--steps must be at least 1")
         chosen = dataclasses.replace(chosen, fit=dataclasses.replace(chosen.fit, steps=steps))
-    metrics = fit_dataset(data, out, preset=chosen, decoder_path=decoder, max_subjects=subjects,
-                          options=LoadOptions(up=up, bound=bound, resolution=resolution),
-                          log=lambda m: typer.echo(m, err=True))
+    chosen_shard = Shard.parse(shard) if shard is not None else (None if joint_only else Shard.from_environment())
+    if joint_only and chosen_shard is not None:
+        raise ConfigError("--joint-only and --shard are two steps: run the joint stage once, then the shards")
+    refuse_overlap(out, data, what="dataset")
+    with discard_on_failure(out, keep=_has_progress):
+        metrics = fit_dataset(data, out, preset=chosen, decoder_path=decoder, max_subjects=subjects,
+                              options=LoadOptions(up=up, bound=bound, resolution=resolution), shard=chosen_shard,
+                              joint_only=joint_only, log=lambda m: typer.echo(m, err=True))
     typer.echo(json.dumps(metrics))
+
+
+def _has_progress(out: Path) -> bool:
+    """A run folder worth keeping after a failure: the joint stage checkpointed, a subject fitted, or
+    shards (other processes may be writing into them)."""
+    if (out / "checkpoint" / "joint.safetensors").is_file() or (out / "shards").exists():
+        return True
+    try:
+        return any(json.loads((out / "triplanes" / "subjects.json").read_text())["done"])
+    except (OSError, ValueError, KeyError, TypeError):
+        return False
+
+
+def fit_merge(
+    run: Path = typer.Argument(..., help="A fit run folder whose shards (OUT/shards/I-of-N) are all finished."),
+) -> None:
+    """Merge the shards of a sharded `rodin fit` into the run's tri-plane store, with its statistics."""
+    from rodin.fit.shards import merge_shards
+
+    typer.echo(json.dumps(merge_shards(run, log=lambda m: typer.echo(m, err=True))))

@@ -7,16 +7,24 @@ from pathlib import Path
 
 import typer
 
+from rodin.cli.outputs import discard_on_failure
+
 AVATAR_SUFFIX = ".safetensors"
 
 
+OUTPUT_NAMES = ["avatar.safetensors", "turntable.mp4", "turntable.gif", "views.png", "compare.png", "mesh.glb"]
+
+
 def _options_check(out: Path, image: Path | None) -> None:
+    from rodin.cli.outputs import refuse_overwriting
     from rodin.errors import DataError
 
     if out.exists() and not out.is_dir():
         raise DataError(f"{out}: exists and is not a folder; give a folder for the outputs")
     if image is not None and not image.is_file():
         raise DataError(f"{image}: portrait not found")
+    if image is not None:
+        refuse_overwriting(out, image, OUTPUT_NAMES, what="input")
 
 
 def write_outputs(avatar, out: Path, *, frames: int, resolution: int, mesh_resolution: int, mesh: bool,
@@ -76,8 +84,9 @@ def generate(
                   steps=steps)
     if pipe.last_portrait_note:
         typer.echo(f"note: {pipe.last_portrait_note}", err=True)
-    write_outputs(avatar, out, frames=frames, resolution=resolution, mesh_resolution=mesh_resolution, mesh=mesh,
-                  portrait=image)
+    with discard_on_failure(out):
+        write_outputs(avatar, out, frames=frames, resolution=resolution, mesh_resolution=mesh_resolution, mesh=mesh,
+                      portrait=image)
 
 
 def edit(
@@ -101,11 +110,15 @@ def edit(
         from rodin.errors import DataError
 
         raise DataError(f"{source}: not found; give an avatar file (avatar.safetensors) or a portrait image")
+    from rodin.cli.outputs import refuse_overwriting
+
+    refuse_overwriting(out, source, OUTPUT_NAMES, what="input")
     pipe = RodinPipeline.from_pretrained(model or default_model(text=True))
     if source.suffix == AVATAR_SUFFIX:
         before = Avatar.load(source)
     else:
         before = pipe(image=source, seed=seed)
     after = pipe.edit(before, edit=edit, strength=strength)
-    write_outputs(after, out, frames=frames, resolution=resolution, mesh_resolution=mesh_resolution, mesh=mesh,
-                  before=before)
+    with discard_on_failure(out):
+        write_outputs(after, out, frames=frames, resolution=resolution, mesh_resolution=mesh_resolution, mesh=mesh,
+                      before=before)

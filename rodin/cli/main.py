@@ -6,7 +6,6 @@ traceback instead. Verbs live in their own modules and are registered here.
 
 from __future__ import annotations
 
-import json
 import sys
 
 import typer
@@ -14,7 +13,7 @@ import typer
 from rodin.errors import RodinError
 
 # Compute-heavy verbs keep freed memory for reuse (see rodin.triplane.kernel.tune_allocator).
-HEAVY_VERBS = {"fit", "render", "bench", "demo", "export", "eval", "train", "generate", "edit"}
+HEAVY_VERBS = {"fit", "fit-merge", "render", "bench", "demo", "export", "eval", "train", "generate", "edit"}
 
 app = typer.Typer(
     name="rodin",
@@ -34,30 +33,17 @@ def _root(
 
 @app.command("bench")
 def bench(
-    name: str = typer.Argument(..., help="Benchmark to run: synth, decode, fit, unet, render-meshes or generate."),
-    quick: bool = typer.Option(False, "--quick", help="A smaller, faster run (for smoke tests)."),
+    name: str = typer.Argument(..., help="Benchmark to run: synth, decode, fit, unet, render-meshes, generate, "
+                               "paper; or report (rewrite BENCHMARKS.md)."),
+    quick: bool = typer.Option(False, "--quick", help="A smaller, faster run (for smoke tests); records nothing."),
     steps: int | None = typer.Option(None, "--steps", min=1, help="fit only: optimiser steps per subject."),
+    record: bool = typer.Option(True, "--record/--no-record", help="Write benchmarks/results/NAME.json."),
 ) -> None:
-    """Run a benchmark; prints a table, then one JSON object with the figures as the last line."""
-    from rich.console import Console
-    from rich.table import Table
+    """Run a benchmark; prints a table, then one JSON object with the figures as the last line.
+    `rodin bench report` rewrites BENCHMARKS.md from the recorded results."""
+    from rodin.bench.cli import run_command
 
-    from rodin.bench import run_benchmark
-    from rodin.errors import ConfigError
-
-    options: dict = {"quick": quick}
-    if steps is not None:
-        if name != "fit":
-            raise ConfigError("--steps applies to `rodin bench fit` only")
-        options["steps"] = steps
-    result = run_benchmark(name, **options)
-    table = Table(title=result.title)
-    table.add_column("measure")
-    table.add_column("value", justify="right")
-    for what, value in result.rows:
-        table.add_row(what, value)
-    Console(stderr=False).print(table)
-    print(json.dumps(result.figures), flush=True)
+    run_command(name, quick=quick, steps=steps, record=record)
 
 
 def _register() -> None:
@@ -69,6 +55,7 @@ def _register() -> None:
 
     app.add_typer(data.app, name="data")
     app.command("fit")(fit.fit)
+    app.command("fit-merge")(fit.fit_merge)
     app.command("render")(render.render)
     app.command("demo")(render.demo)
     app.command("export")(export_cli.export)
@@ -92,6 +79,16 @@ def main(argv: list[str] | None = None) -> None:
         if debug:
             raise
         typer.echo(f"error: {err}", err=True)
+        sys.exit(2)
+    except OSError as err:
+        if debug:
+            raise
+        if not err.filename:  # no path named: a bug, reported as one
+            typer.echo(f"internal error: {type(err).__name__}: {err} (run with --debug for details)", err=True)
+            sys.exit(1)
+        # A path that cannot be written or read (read-only, a file where a folder should be, a full
+        # disk): the user's environment, not our bug.
+        typer.echo(f"error: {err.filename}: {err.strerror or err}", err=True)
         sys.exit(2)
     except KeyboardInterrupt:
         typer.echo("interrupted", err=True)

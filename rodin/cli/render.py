@@ -7,6 +7,7 @@ from pathlib import Path
 import typer
 
 from rodin.config import get_preset
+from rodin.web import DEFAULT_HOST, DEFAULT_MAX_UPLOAD_MB, DEFAULT_PORT, DEFAULT_WORKERS
 
 
 def render(
@@ -47,11 +48,41 @@ EXAMPLE_EDIT = "with blue hair"
 
 
 def demo(
-    out: Path = typer.Option(Path("demo_out"), "--out", help="Folder for everything the demo writes."),
-    model: Path | None = typer.Option(None, "--model", help="Model folder (default: the shipped small model)."),
-    with_fit: bool = typer.Option(False, "--with-fit", help="Also synthesise 4 new avatars and fit them (stage 1)."),
+    batch: bool = typer.Option(False, "--batch", help="Instead of the web page: write example avatars to --out."),
+    host: str = typer.Option(DEFAULT_HOST, "--host", help="Address the web page listens on (0.0.0.0: every "
+                             "network this machine is on)."),
+    port: int = typer.Option(DEFAULT_PORT, "--port", min=1, max=65535, help="Port of the web page."),
+    max_upload_mb: float = typer.Option(DEFAULT_MAX_UPLOAD_MB, "--max-upload-mb", min=0.01, max=1024.0,
+                                        help="Largest portrait the page accepts, MB."),
+    workers: int = typer.Option(DEFAULT_WORKERS, "--workers", min=1, max=64,
+                                help="Requests computed at once; more wait."),
+    model: Path | None = typer.Option(None, "--model", help="Model folder for everything (default: the shipped "
+                                      "small model; small-text for prompts and edits)."),
+    out: Path | None = typer.Option(None, "--out", help="--batch: folder for everything it writes "
+                                    "(default: demo_out)."),
+    with_fit: bool = typer.Option(False, "--with-fit", help="--batch: also synthesise 4 new avatars and fit them."),
 ) -> None:
-    """Generate avatars with the shipped model: from a portrait, a photo, a sentence and a seed, and one edit."""
+    """Serve the web demo on localhost (http://127.0.0.1:7860): portrait, prompt or seed, edits, video, mesh.
+    With --batch: generate example avatars from a portrait, a photo, a sentence and a seed, and one edit."""
+    from rodin.errors import ConfigError
+
+    if batch:
+        _demo_batch(out or Path("demo_out"), model, with_fit)
+        return
+    if out is not None or with_fit:
+        raise ConfigError("--out and --with-fit belong to `rodin demo --batch`")
+    from rodin.paths import default_model
+    from rodin.web.app import serve
+    from rodin.web.studio import WebSettings
+
+    settings = WebSettings(image_model=model or default_model(), text_model=model or default_model(text=True),
+                           max_upload_mb=max_upload_mb)
+    typer.echo(f"serving the web demo on http://{host}:{port} (Ctrl+C stops it)")
+    serve(settings=settings, host=host, port=port, workers=workers)
+
+
+def _demo_batch(out: Path, model: Path | None, with_fit: bool) -> None:
+    """Avatars from the shipped model: from a portrait, a photo, a sentence and a seed, and one edit."""
     import time
 
     from rodin.cli.generate import write_outputs

@@ -11,6 +11,13 @@ import typer
 app = typer.Typer(help="Train the diffusion stages (each resumes where it stopped).", no_args_is_help=True)
 
 
+def _main_process() -> bool:
+    """Under `accelerate launch` only the main process reports (and writes what is left)."""
+    from accelerate import PartialState
+
+    return PartialState().is_main_process
+
+
 @app.command("base")
 def base(
     triplanes: Path = typer.Option(..., "--triplanes", help="A fit run folder (rodin fit output)."),
@@ -29,6 +36,15 @@ def base(
     sample_every: int | None = typer.Option(None, "--sample-every", min=0, help="Steps between sample renders."),
     seed: int | None = typer.Option(None, "--seed", help="Training seed."),
     cpu: bool = typer.Option(False, "--cpu", help="Train on the CPU even when a GPU is present."),
+    mixed_precision: str | None = typer.Option(None, "--mixed-precision", help="no, bf16 or fp16 (GPUs; default: "
+                                               "the accelerate config's)."),
+    grad_accum: int = typer.Option(1, "--grad-accum", min=1, help="Accumulate each process's share of a batch "
+                                   "over this many micro-batches (same effective batch, less memory)."),
+    gradient_checkpointing: bool = typer.Option(False, "--gradient-checkpointing", help="Recompute UNet activations "
+                                                "in the backward pass: less memory, more compute (paper preset)."),
+    workers: int = typer.Option(0, "--workers", min=0, help="DataLoader processes reading batches ahead from the "
+                                "tri-plane store (pinned memory on CUDA); 0 reads in the training process. "
+                                "Same result either way."),
 ) -> None:
     """Train the base diffusion model on fitted tri-planes (stage 2)."""
     from rodin.config import get_preset
@@ -56,7 +72,11 @@ def base(
         semantic = out / "semantic"
         save_clip_reference(ClipEncoder.from_path(clip), semantic)
     figures = train_base(triplanes, out, preset=chosen, data=data, semantic=semantic, model_config=mcfg,
-                         train_config=tcfg, cpu=cpu, log=lambda m: typer.echo(m, err=True))
+                         train_config=tcfg, cpu=cpu, mixed_precision=mixed_precision, grad_accum=grad_accum,
+                         gradient_checkpointing=gradient_checkpointing, workers=workers,
+                         log=lambda m: typer.echo(m, err=True))
+    if not _main_process():
+        return
     typer.echo(f"wrote {out / 'base'}")
     print(json.dumps(figures), flush=True)
 
@@ -70,6 +90,8 @@ def encoder(
     batch: int | None = typer.Option(None, "--batch", min=2, help="Subjects per step (in-batch negatives)."),
     seed: int | None = typer.Option(None, "--seed", help="Training seed."),
     cpu: bool = typer.Option(False, "--cpu", help="Train on the CPU even when a GPU is present."),
+    mixed_precision: str | None = typer.Option(None, "--mixed-precision", help="no, bf16 or fp16 (GPUs; default: "
+                                               "the accelerate config's)."),
 ) -> None:
     """Train the image-text encoder that z lives in, contrastively on portraits and captions (stage 5)."""
     from rodin.config import get_preset
@@ -78,7 +100,9 @@ def encoder(
     chosen = get_preset(preset)
     overrides = {k: v for k, v in dict(steps=steps, batch=batch, seed=seed).items() if v is not None}
     figures = train_encoder(data, out, config=chosen.encoder, train=replace(chosen.train_encoder, **overrides),
-                            cpu=cpu, log=lambda m: typer.echo(m, err=True))
+                            cpu=cpu, mixed_precision=mixed_precision, log=lambda m: typer.echo(m, err=True))
+    if not _main_process():
+        return
     typer.echo(f"wrote {out / SEMANTIC}")
     print(json.dumps(figures), flush=True)
 
@@ -91,6 +115,10 @@ def prior(
     steps: int | None = typer.Option(None, "--steps", min=1, help="Training steps (default: the preset's)."),
     seed: int | None = typer.Option(None, "--seed", help="Training seed."),
     cpu: bool = typer.Option(False, "--cpu", help="Train on the CPU even when a GPU is present."),
+    mixed_precision: str | None = typer.Option(None, "--mixed-precision", help="no, bf16 or fp16 (GPUs; default: "
+                                               "the accelerate config's)."),
+    grad_accum: int = typer.Option(1, "--grad-accum", min=1, help="Accumulate each process's share of a batch "
+                                   "over this many micro-batches (same effective batch, less memory)."),
 ) -> None:
     """Train the latent prior: z from a sentence (text to avatar) or from nothing (unconditional)."""
     from rodin.config import get_preset
@@ -103,7 +131,10 @@ def prior(
     overrides = {k: v for k, v in dict(steps=steps, seed=seed).items() if v is not None}
     config = replace(chosen.prior, dim=semantic.dim)
     figures = train_prior(data, out, encoder=semantic, config=config, train=replace(chosen.train_prior, **overrides),
-                          portraits=chosen.train_encoder, cpu=cpu, log=lambda m: typer.echo(m, err=True))
+                          portraits=chosen.train_encoder, cpu=cpu, mixed_precision=mixed_precision,
+                          grad_accum=grad_accum, log=lambda m: typer.echo(m, err=True))
+    if not _main_process():
+        return
     if (out / "model_index.json").is_file():
         write_model_index(out, render=chosen.render, preset=chosen.name, components={PRIOR: PRIOR})
     typer.echo(f"wrote {out / PRIOR}")

@@ -22,6 +22,15 @@ from rodin.config import FitConfig, Preset
 from rodin.errors import DataError, FitError, RodinError
 from rodin.eval.metrics import psnr, ssim
 from rodin.fit.fitter import SubjectPlanes, cosine_factor, fit_frozen, fit_step
+from rodin.fit.shards import (
+    JOINT_SUBJECTS,
+    Shard,
+    frozen_batches,
+    joint_subjects,
+    mark_shard_done,
+    shard_root,
+    try_merge,
+)
 from rodin.fit.store import TriplaneStore
 from rodin.fit.subject import FitSubject, prepare_subject
 from rodin.io import write_atomic, write_json
@@ -110,14 +119,19 @@ class TrainingLog:
 
 
 class JointCheckpoint:
-    """Decoder, planes and both optimisers of the joint stage, plus where it stopped."""
+    """Decoder, planes and both optimisers of the joint stage, plus where it stopped.
+
+    Everything lives in one file (the progress in its metadata), replaced atomically, so that a kill
+    cannot pair the tensors of one round with the progress of another; joint.json repeats the progress
+    for people to read.
+    """
 
     def __init__(self, root: Path) -> None:
         self.tensors = root / "joint.safetensors"
         self.state = root / "joint.json"
 
     def exists(self) -> bool:
-        return self.tensors.is_file() and self.state.is_file()
+        return self.tensors.is_file()
 
     def remove(self) -> None:
         self.tensors.unlink(missing_ok=True)
@@ -136,12 +150,17 @@ class JointCheckpoint:
                     tensors[f"opt.{name}.{pid}.{key}"] = torch.as_tensor(value).clone()
             groups.append({"name": name, "param_groups": state["param_groups"]})
         self.tensors.parent.mkdir(parents=True, exist_ok=True)
-        write_atomic(self.tensors, save(tensors))
-        write_json(self.state, {"progress": progress, "optimizers": groups})
+        info = {"progress": progress, "optimizers": groups}
+        write_atomic(self.tensors, save(tensors, metadata={"joint": json.dumps(info)}))
+        write_json(self.state, info)
 
     def load(self, decoder, planes, optimizers) -> dict:
+        from safetensors import safe_open
+
+        with safe_open(str(self.tensors), framework="pt") as handle:
+            stored = (handle.metadata() or {}).get("joint")
         tensors = load_file(str(self.tensors))
-        info = json.loads(self.state.read_text())
+        info = json.loads(stored) if stored else json.loads(self.state.read_text())
         decoder.load_state_dict({k[8:]: v for k, v in tensors.items() if k.startswith("decoder.")})
         with torch.no_grad():
             for i, subject in enumerate(planes):
@@ -167,13 +186,20 @@ def fit_dataset(
     decoder_path: Path | None = None,
     max_subjects: int | None = None,
     options: LoadOptions | None = None,
+    shard: Shard | None = None,
+    joint_only: bool = False,
     log: Callable[[str], None] = print,
     show_progress: bool = True,
 ) -> dict:
-    """Fit every subject of `data` into the store under `out`; returns the metrics dict."""
-    from tqdm import tqdm
+    """Fit every subject of `data` into the store under `out`; returns the metrics dict.
+
+    `joint_only` stops after the decoder stage (the step before sharded fitting); `shard` fits only
+    that shard's batches of the frozen stage into OUT/shards/I-of-N (rodin.fit.shards), merging them
+    into OUT/triplanes when the last shard finishes.
+    """
 
     options = options or LoadOptions()
+    sharded = shard is not None and shard.count > 1
     config, tri = preset.fit, preset.triplane
     out = Path(out)
     sources = list_sources(data)
@@ -182,6 +208,9 @@ def fit_dataset(
     if not sources:
         raise DataError(f"{data}: no subjects found")
     out.mkdir(parents=True, exist_ok=True)
+    if sharded:
+        return _fit_shard(sources, out, preset=preset, shard=shard, decoder_path=decoder_path, options=options,
+                          log=log, show_progress=show_progress)
     write_json(out / "fit_config.json", {"data": str(data), "preset": preset.name,
                                          "fit": asdict(config), "triplane": asdict(tri),
                                          "decoder": asdict(preset.decoder), "render": asdict(preset.render),
@@ -216,7 +245,8 @@ def fit_dataset(
     # Stage A: the shared decoder, fitted jointly with a first group of subjects.
     decoder_dir = Path(decoder_path) if decoder_path else out / "decoder"
     start = time.perf_counter()
-    if (decoder_dir / "model.safetensors").is_file():
+    # config.json is written after the weights: with both present the decoder was saved whole.
+    if (decoder_dir / "model.safetensors").is_file() and (decoder_dir / "config.json").is_file():
         decoder = load_component(TriplaneDecoder, type(preset.decoder), decoder_dir, kind=DECODER_KIND)
         if decoder.config.features != tri.channels:
             raise DataError(f"{decoder_dir}: decoder reads {decoder.config.features} channels, "
@@ -230,36 +260,110 @@ def fit_dataset(
         raise DataError(f"{decoder_path}: no decoder here (expected config.json and model.safetensors)")
     else:
         decoder = _joint_stage(sources, store, out, preset, options, log, record, load_rows, show_progress)
+        write_json(out / JOINT_SUBJECTS, [store.ids[i] for i, done in enumerate(store.done) if done])
         save_component(decoder, decoder_dir, kind=DECODER_KIND)
         JointCheckpoint(out / "checkpoint").remove()      # the decoder and planes are saved for good
     timings["joint_s"] = time.perf_counter() - start
     template_path = decoder_dir / "template.safetensors"
     template = load_file(str(template_path))["planes"] if template_path.is_file() else None
 
-    # Stage B: everyone else, many at once, decoder frozen.
+    if joint_only:
+        write_json(out / "metrics.json", summarise(subject_metrics, store, timings))
+        return summarise(subject_metrics, store, timings)
+
+    # Stage B: everyone else, many at once, decoder frozen. Batches are fixed by the subject list (not
+    # by what is left), so a subject's planes do not depend on restarts or on sharding.
     start = time.perf_counter()
-    todo = [i for i, done in enumerate(store.done) if not done and store.ids[i] not in store.failed]
-    fitted = 0
-    batches = [todo[i:i + config.batch_subjects] for i in range(0, len(todo), config.batch_subjects)]
-    bar = tqdm(batches, desc="fit (frozen decoder)", unit="batch", disable=not show_progress, leave=False)
-    for batch in bar:
-        rows, subjects = load_rows(batch)
-        if not rows:
-            continue
-        fitted += _fit_frozen_rows(rows, subjects, decoder, template, preset, store, record, log, bar)
+    batches = frozen_batches(store.ids, joint_subjects(out), config.batch_subjects)
+    timings["frozen_subjects"] = _frozen_stage(batches, list(range(len(sources))), store, decoder, template, preset,
+                                               record, load_rows, log, show_progress)
     timings["frozen_s"] = time.perf_counter() - start
-    timings["frozen_subjects"] = fitted
 
     stats = store.compute_stats()
-    metrics = _summarise(subject_metrics, store, timings)
+    metrics = summarise(subject_metrics, store, timings)
     metrics["stats_channels"] = int(stats.mean.numel())
     write_json(out / "metrics.json", metrics)
     return metrics
 
 
-def _fit_frozen_rows(rows, subjects, decoder, template, preset, store, record, log, bar) -> int:
+def _frozen_stage(batches, origin, store, decoder, template, preset, record, load_rows, log, show_progress) -> int:
+    """Fit the given batches of store rows (skipping finished subjects); `origin` maps a store row to
+    its row in the whole dataset, which seeds the batch. Returns the number of subjects fitted."""
+    from tqdm import tqdm
+
+    fitted = 0
+    bar = tqdm(batches, desc="fit (frozen decoder)", unit="batch", disable=not show_progress, leave=False)
+    for batch in bar:
+        todo = [r for r in batch if not store.done[r] and store.ids[r] not in store.failed]
+        if not todo:
+            continue
+        rows, subjects = load_rows(todo)
+        if rows:
+            fitted += _fit_frozen_rows(rows, subjects, decoder, template, preset, store, record, log, bar,
+                                       origin=origin)
+    return fitted
+
+
+def _fit_shard(sources, out, *, preset, shard, decoder_path, options, log, show_progress) -> dict:
+    """The frozen stage for one shard's batches, into OUT/shards/I-of-N; merges when all shards are done."""
     config, tri = preset.fit, preset.triplane
-    gen = torch.Generator().manual_seed(config.seed * 1_000_003 + rows[0])
+    decoder_dir = Path(decoder_path) if decoder_path else out / "decoder"
+    if not ((decoder_dir / "config.json").is_file() and (out / "triplanes").is_dir()):
+        raise FitError(f"{out}: sharded fitting starts from a fitted decoder; run "
+                       f"`rodin fit DATA --out {out} --joint-only` (with --decoder to reuse one) first")
+    decoder = load_component(TriplaneDecoder, type(preset.decoder), decoder_dir, kind=DECODER_KIND)
+    template_path = decoder_dir / "template.safetensors"
+    template = load_file(str(template_path))["planes"] if template_path.is_file() else None
+    batches = frozen_batches([s.id for s in sources], joint_subjects(out), config.batch_subjects)
+    mine = batches[shard.index::shard.count]
+    origin = [r for batch in mine for r in batch]
+    local, first = [], 0
+    for batch in mine:                  # the same batches, numbered as rows of the shard's own store
+        local.append(list(range(first, first + len(batch))))
+        first += len(batch)
+    root = shard_root(out, shard)
+    mine_sources = [sources[r] for r in origin]
+    store = TriplaneStore.create(root / "triplanes", [s.id for s in mine_sources], [s.split for s in mine_sources],
+                                 (3, tri.channels, tri.resolution, tri.resolution))
+    metrics_path = root / "subject_metrics.json"
+    subject_metrics: dict[str, dict] = json.loads(metrics_path.read_text()) if metrics_path.is_file() else {}
+    timings = {"eval_s": 0.0}
+
+    def record(batch, subjects, planes, decoder) -> None:
+        began = time.perf_counter()
+        for k, row in enumerate(batch):
+            subject_metrics[store.ids[row]] = heldout_metrics(subjects[k], planes[k:k + 1], decoder, preset)
+        timings["eval_s"] += time.perf_counter() - began
+        store.put(batch, planes)
+        write_json(metrics_path, subject_metrics)
+
+    def load_rows(rows):
+        kept, subjects = [], []
+        for row in rows:
+            try:
+                subjects.append(load_fit_subject(mine_sources[row], config=config, options=options))
+                kept.append(row)
+            except RodinError as err:
+                log(f"skipping {mine_sources[row].id}: {err}")
+                store.mark_failed(row, str(err))
+        return kept, subjects
+
+    start = time.perf_counter()
+    timings["frozen_subjects"] = _frozen_stage(local, origin, store, decoder, template, preset, record, load_rows,
+                                               log, show_progress)
+    timings["frozen_s"] = time.perf_counter() - start
+    mark_shard_done(out, shard, timings)
+    merged = try_merge(out, shard.count, log=log)
+    if merged is not None:
+        log(f"all {shard.count} shards done: merged into {out / 'triplanes'}")
+        return merged
+    log(f"shard {shard.name} done; the last shard to finish merges (or run `rodin fit-merge {out}`)")
+    return {"shard": shard.name, "subjects": len(origin), **summarise(subject_metrics, store, timings)}
+
+
+def _fit_frozen_rows(rows, subjects, decoder, template, preset, store, record, log, bar, *, origin) -> int:
+    config, tri = preset.fit, preset.triplane
+    gen = torch.Generator().manual_seed(config.seed * 1_000_003 + origin[rows[0]])
     # A template (the mean tri-plane of the joint stage) already breaks symmetry: start near it.
     noise = config.template_noise if template is not None else config.init_noise
     init = init_planes(len(rows), tri.channels, tri.resolution, generator=gen, scale=noise)
@@ -282,8 +386,8 @@ def _fit_frozen_rows(rows, subjects, decoder, template, preset, store, record, l
             store.mark_failed(rows[0], "loss became NaN or infinite")
             return 0
         # Find the culprit: fit each subject alone; the others go on.
-        return sum(_fit_frozen_rows([r], [s], decoder, template, preset, store, record, log, bar)
-                   for r, s in zip(rows, subjects))
+        return sum(_fit_frozen_rows([r], [s], decoder, template, preset, store, record, log, bar,
+                                    origin=origin) for r, s in zip(rows, subjects))
     with torch.no_grad():
         record(rows, subjects, torch.stack([p() for p in planes]), decoder)
     TrainingLog(store.root.parent / "fit_log.csv").append(
@@ -351,7 +455,7 @@ def _joint_stage(sources, store, out, preset, options, log, record, load_rows, s
     return decoder
 
 
-def _summarise(subject_metrics: dict[str, dict], store: TriplaneStore, timings: dict) -> dict:
+def summarise(subject_metrics: dict[str, dict], store: TriplaneStore, timings: dict) -> dict:
     scored = {k: v for k, v in subject_metrics.items() if v}
     psnrs = torch.tensor([v["psnr"] for v in scored.values()]) if scored else torch.zeros(0)
     ssims = torch.tensor([v["ssim"] for v in scored.values()]) if scored else torch.zeros(0)

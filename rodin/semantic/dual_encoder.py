@@ -74,6 +74,12 @@ class DualEncoder(nn.Module):
         self.logit_scale = nn.Parameter(torch.tensor(float(config.logit_scale_init)).log())
         self.probes = nn.ModuleDict({name: nn.Linear(config.dim, len(classes)) for name, classes in PROBED.items()})
 
+    def forward(self, pixels: Tensor, sentence_vectors: Tensor) -> tuple[Tensor, Tensor, dict[str, Tensor]]:
+        """Training pass: unit image vectors, unit text vectors and probe logits of a batch. One call
+        through the module, so that a DDP wrapper sees every parameter that takes part."""
+        images = normalise(self.image(pixels))
+        return images, self.project_sentences(sentence_vectors), self.probe(images)
+
     # --- the SemanticEncoder protocol -----------------------------------------------------------
     @torch.no_grad()
     def encode_images(self, pixels: Tensor) -> Tensor:

@@ -41,14 +41,21 @@ def square_on_white(image: Image.Image, *, size: int) -> Tensor:
 
 def load_portrait(path: Path | str, *, size: int) -> Tensor:
     """A portrait file as (3, size, size) floats on white (see `square_on_white`)."""
+    from rodin.data.nerf import MAX_SIDE
+
     path = Path(path)
     try:
         with Image.open(path) as image:
+            if max(image.size) > MAX_SIDE:   # refused before decoding: a small file can claim a huge image
+                raise DataError(f"{path}: image is {image.size[0]}x{image.size[1]}, larger than "
+                                f"{MAX_SIDE}x{MAX_SIDE}; give a smaller portrait")
             image.load()
             return square_on_white(image, size=size)
     except FileNotFoundError:
         raise DataError(f"{path}: portrait not found") from None
-    except (UnidentifiedImageError, OSError, ValueError) as err:
+    except Image.DecompressionBombError:
+        raise DataError(f"{path}: image too large to decode safely (at most {MAX_SIDE} px per side)") from None
+    except (UnidentifiedImageError, OSError, ValueError, SyntaxError) as err:
         raise DataError(f"{path}: not a readable image ({err})") from None
 
 

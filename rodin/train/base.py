@@ -12,7 +12,6 @@ MODEL/
 from __future__ import annotations
 
 import json
-import shutil
 import time
 from collections.abc import Callable
 from dataclasses import asdict, dataclass, replace
@@ -28,7 +27,7 @@ from rodin.diffusion.base import BaseDiffusion, diffusion_target
 from rodin.errors import ConfigError, DataError
 from rodin.fit.run import DECODER_KIND, list_sources
 from rodin.fit.store import TriplaneStore
-from rodin.io import png_bytes, write_atomic, write_json
+from rodin.io import copy_tree, png_bytes, write_atomic, write_json
 from rodin.modeling import load_component, save_component
 from rodin.pipeline import write_model_index
 from rodin.render.cameras import DEFAULT_FOV_X, orbit_cameras
@@ -37,14 +36,16 @@ from rodin.render.volume import occupancy_from_density, render_views
 from rodin.semantic.pixel_encoder import KIND as LATENT_KIND
 from rodin.semantic.pixel_encoder import PixelEncoder, PixelEncoderConfig, load_portrait
 from rodin.semantic.space import latent_from_embedding
+from rodin.train.base_batches import BaseSteps, step_loader
 from rodin.train.loop import (
     CHECKPOINT,
     TrainLog,
     check_finite,
     load_checkpoint,
     make_accelerator,
+    micro_batches,
+    remove_checkpoint,
     save_checkpoint,
-    step_generator,
     warmup_cosine,
 )
 from rodin.triplane.decoder import TriplaneDecoder
@@ -110,6 +111,21 @@ def plane_stats(planes: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
     return flat.mean(dim=1).float(), flat.std(dim=1).float()
 
 
+def streamed_plane_stats(store: TriplaneStore, rows: list[int], resolution: int,
+                         chunk: int = 256) -> tuple[torch.Tensor, torch.Tensor]:
+    """`plane_stats` of the rows at `resolution`, in one pass over the store, a chunk in memory at a time."""
+    total = count = total_sq = 0
+    for start in range(0, len(rows), chunk):
+        planes = resize_planes(store.get(rows[start:start + chunk]).float(), resolution)
+        flat = planes.transpose(0, 2).reshape(planes.shape[2], -1).double()
+        total = total + flat.sum(dim=1)
+        total_sq = total_sq + flat.pow(2).sum(dim=1)
+        count += flat.shape[1]
+    mean = total / count
+    var = (total_sq - count * mean.pow(2)) / max(1, count - 1)
+    return mean.float(), var.clamp_min(0).sqrt().float()
+
+
 def train_base(
     run: Path,
     out: Path,
@@ -120,13 +136,27 @@ def train_base(
     model_config: BaseModelConfig | None = None,
     train_config: TrainConfig | None = None,
     cpu: bool = False,
+    mixed_precision: str | None = None,
+    grad_accum: int = 1,
+    gradient_checkpointing: bool = False,
+    workers: int = 0,
     log: Callable[[str], None] = print,
     show_progress: bool = True,
 ) -> dict:
-    """Train (or resume) the base model; returns the final figures."""
+    """Train (or resume) the base model; returns the final figures.
+
+    Runs as one process or under `accelerate launch` (DDP): every process draws the same global
+    batch and trains on its rows of it, so N processes give the weights one process would. Only the
+    main process writes files. `grad_accum` splits each process's rows into micro-batches (same
+    effective batch); neither it nor mixed precision is part of the run's identity, so a run may
+    resume on another machine layout. `workers` > 0 reads batches ahead in that many DataLoader
+    processes (pinned memory on CUDA); the result is the same as without (rodin.train.base_batches).
+    """
     from tqdm import tqdm
 
     run, out = Path(run), Path(out)
+    if workers < 0:
+        raise ConfigError(f"workers must be 0 or more, got {workers}")
     mcfg = model_config or preset.base
     tcfg = train_config or preset.train_base
     store = TriplaneStore.open(run / "triplanes")
@@ -138,23 +168,23 @@ def train_base(
     decoder = load_component(TriplaneDecoder, DecoderConfig, run / "decoder", kind=DECODER_KIND)
     dataset = data_folder(run, data)
 
+    accelerator = make_accelerator(cpu=cpu, mixed_precision=mixed_precision, gradient_accumulation_steps=grad_accum)
     out.mkdir(parents=True, exist_ok=True)
-    encode = conditioning(out, dataset, store, train_rows, semantic=semantic, dim=mcfg.unet.latent_dim, log=log)
+    with accelerator.main_process_first():  # the main process writes OUT/latent or OUT/semantic; others read it
+        encode = conditioning(out, dataset, store, train_rows, semantic=semantic, dim=mcfg.unet.latent_dim,
+                              log=log if accelerator.is_main_process else lambda m: None)
     if encode.dim != mcfg.unet.latent_dim:
         mcfg = replace(mcfg, unet=replace(mcfg.unet, latent_dim=encode.dim))
 
-    def plane_set(rows: list[int]) -> PlaneSet:
-        ids = [store.ids[i] for i in rows]
-        planes = resize_planes(store.get(rows).float(), resolution)
-        return PlaneSet(ids, planes, encode(portrait_paths(dataset, ids)))
+    train_ids = [store.ids[i] for i in train_rows]
+    train_latents = encode(portrait_paths(dataset, train_ids))
+    held_ids = [store.ids[i] for i in heldout_rows[:64]]
+    held_set = (PlaneSet(held_ids, resize_planes(store.get(heldout_rows[:64]).float(), resolution),
+                         encode(portrait_paths(dataset, held_ids))) if held_ids else None)
+    if accelerator.is_main_process:
+        copy_tree(run / "decoder", out / "decoder")
 
-    train_set = plane_set(train_rows)
-    held_set = plane_set(heldout_rows[:64]) if heldout_rows else None
-    if (out / "decoder").exists():
-        shutil.rmtree(out / "decoder")
-    shutil.copytree(run / "decoder", out / "decoder")
-
-    identity = {"train": asdict(tcfg), "model": asdict(mcfg), "run": str(run), "subjects": len(train_set.ids)}
+    identity = {"train": asdict(tcfg), "model": asdict(mcfg), "run": str(run), "subjects": len(train_ids)}
     finished = out / "train_base.json"
     if finished.is_file() and not (out / CHECKPOINT).exists():
         record = json.loads(finished.read_text())
@@ -165,55 +195,59 @@ def train_base(
 
     torch.manual_seed(tcfg.seed)
     model = BaseDiffusion(mcfg)
-    model.set_stats(*plane_stats(train_set.planes))
-    clean_all = model.normalise(train_set.planes)
-    latents_all = train_set.latents
+    model.unet.gradient_checkpointing = gradient_checkpointing
+    model.set_stats(*streamed_plane_stats(store, train_rows, resolution))
     optimizer = torch.optim.AdamW(model.parameters(), lr=tcfg.lr, weight_decay=tcfg.weight_decay)
     ema = EMAModel(model.parameters(), decay=tcfg.ema_decay)
     start = load_checkpoint(out, model=model, ema=ema, optimizer=optimizer, config=json.loads(json.dumps(identity)))
     if start:
         log(f"resuming from step {start}")
 
-    accelerator = make_accelerator(cpu=cpu)
     model, optimizer = accelerator.prepare(model, optimizer)
     unwrapped = accelerator.unwrap_model(model)
     ema.to(accelerator.device)
-    device, procs, rank = accelerator.device, accelerator.num_processes, accelerator.process_index
-    if tcfg.batch % procs:
-        raise DataError(f"batch {tcfg.batch} does not split over {procs} processes")
-    per_proc = tcfg.batch // procs
+    device = accelerator.device
+    parts = micro_batches(tcfg.batch, accelerator)
+    scheduler = unwrapped.noise
+    share = slice(parts[0].start, parts[-1].stop)      # this process's rows of every global batch
+    loader = step_loader(
+        BaseSteps(store, train_rows, resolution=resolution, channels=mcfg.unet.channels, seed=tcfg.seed,
+                  batch=tcfg.batch, train_timesteps=scheduler.config.num_train_timesteps,
+                  latent_dropout=mcfg.diffusion.latent_dropout, share=share, first=start, steps=tcfg.steps),
+        workers=workers, pin_memory=device.type == "cuda")
     train_log = TrainLog(out / "train_log.csv", LOG_FIELDS)
     if accelerator.is_main_process:
         train_log.truncate_after(start)
-    scheduler = unwrapped.noise
     t0, running, last = time.time(), [], time.time()
     bar = tqdm(range(start, tcfg.steps), initial=start, total=tcfg.steps, desc="train base", unit="step",
                disable=not (show_progress and accelerator.is_main_process))
     model.train()
-    for step in bar:
-        g = step_generator(tcfg.seed, step)
-        rows = torch.randint(len(clean_all), (tcfg.batch,), generator=g)
-        noise = torch.randn((tcfg.batch, *clean_all.shape[1:]), generator=g)
-        timesteps = torch.randint(scheduler.config.num_train_timesteps, (tcfg.batch,), generator=g)
-        keep = (torch.rand(tcfg.batch, generator=g) >= mcfg.diffusion.latent_dropout).float()
-        mine = slice(rank * per_proc, (rank + 1) * per_proc)
-        clean, noise, timesteps = clean_all[rows][mine].to(device), noise[mine].to(device), timesteps[mine].to(device)
-        latent = (latents_all[rows][mine] * keep[mine, None]).to(device)
-        noisy = scheduler.add_noise(clean, noise, timesteps)
-        target = diffusion_target(scheduler, clean, noise, timesteps)
+    for step, drawn in zip(bar, loader):
+        rows, keep = drawn.rows, drawn.keep
         lr = tcfg.lr * warmup_cosine(step, warmup=tcfg.warmup, total=tcfg.steps)
         for group in optimizer.param_groups:
             group["lr"] = lr
-        with accelerator.autocast():
-            loss = torch.nn.functional.mse_loss(model(noisy, timesteps, latent).float(), target)
-        check_finite(loss, step, out)
-        optimizer.zero_grad(set_to_none=True)
-        accelerator.backward(loss)
-        if tcfg.grad_clip > 0:
-            accelerator.clip_grad_norm_(model.parameters(), tcfg.grad_clip)
-        optimizer.step()
+        losses = []
+        for mine in parts:
+            with accelerator.accumulate(model):
+                local = slice(mine.start - share.start, mine.stop - share.start)
+                clean = unwrapped.normalise(drawn.planes[local].to(device, non_blocking=True))
+                noise = drawn.noise[mine].to(device, non_blocking=True)
+                timesteps = drawn.timesteps[mine].to(device)
+                latent = (train_latents[rows[mine]] * keep[mine, None]).to(device)
+                noisy = scheduler.add_noise(clean, noise, timesteps)
+                target = diffusion_target(scheduler, clean, noise, timesteps)
+                with accelerator.autocast():
+                    loss = torch.nn.functional.mse_loss(model(noisy, timesteps, latent).float(), target)
+                check_finite(loss, step, out)
+                accelerator.backward(loss)
+                if tcfg.grad_clip > 0 and accelerator.sync_gradients:
+                    accelerator.clip_grad_norm_(model.parameters(), tcfg.grad_clip)
+                optimizer.step()
+                optimizer.zero_grad(set_to_none=True)
+            losses.append(loss.detach())
         ema.step(unwrapped.parameters())
-        running.append(loss.item())
+        running.append(accelerator.reduce(torch.stack(losses).mean(), reduction="mean").item())
         done = step + 1
         if accelerator.is_main_process:
             bar.set_postfix(loss=f"{np.mean(running[-50:]):.4f}")
@@ -234,7 +268,8 @@ def train_base(
                                 config=json.loads(json.dumps(identity)))
     bar.close()
     accelerator.wait_for_everyone()
-    figures: dict = {"steps": tcfg.steps, "train_subjects": len(train_set.ids), "wall_s": round(time.time() - t0, 1)}
+    figures: dict = {"steps": tcfg.steps, "train_subjects": len(train_ids), "wall_s": round(time.time() - t0, 1),
+                     "processes": accelerator.num_processes}
     if accelerator.is_main_process:
         with swapped_in_ema(unwrapped, ema):
             # Half precision halves the shipped model; renders from it match float32 ones (tested).
@@ -244,7 +279,7 @@ def train_base(
         write_json(out / "train_base.json", {**identity, "data": str(dataset), "figures": figures})
         write_model_index(out, render=preset.render, preset=preset.name,
                           components={"base": "base", "decoder": "decoder", encode.component: encode.component})
-        shutil.rmtree(out / CHECKPOINT, ignore_errors=True)
+        remove_checkpoint(out)
     return figures
 
 
@@ -273,8 +308,7 @@ def conditioning(out: Path, dataset: Path, store: TriplaneStore, train_rows: lis
     if semantic is not None and Path(semantic).resolve() != (out / SEMANTIC).resolve():
         if not (Path(semantic) / "config.json").is_file():
             raise DataError(f"{semantic}: not a semantic encoder folder (train one with `rodin train encoder`)")
-        shutil.rmtree(out / SEMANTIC, ignore_errors=True)
-        shutil.copytree(semantic, out / SEMANTIC)
+        copy_tree(semantic, out / SEMANTIC)
     if (out / SEMANTIC / "config.json").is_file():
         return PortraitLatents(load_semantic(out / SEMANTIC), SEMANTIC)
     latent_dir = out / "latent"

@@ -13,7 +13,6 @@ from __future__ import annotations
 
 import hashlib
 import json
-import shutil
 import time
 from collections.abc import Callable
 from dataclasses import asdict
@@ -27,7 +26,7 @@ from safetensors.torch import load_file, save
 
 from rodin.config import DualEncoderConfig, EncoderTrainConfig
 from rodin.errors import ConfigError, DataError
-from rodin.io import write_atomic, write_json
+from rodin.io import remove_tree, write_atomic, write_json
 from rodin.modeling import save_component
 from rodin.semantic.dual_encoder import KIND, PROBED, DualEncoder
 from rodin.semantic.portraits import PortraitSet, augment, load_portrait_set, on_white
@@ -38,6 +37,7 @@ from rodin.train.loop import (
     check_finite,
     load_checkpoint,
     make_accelerator,
+    micro_batches,
     save_checkpoint,
     step_generator,
     warmup_cosine,
@@ -98,9 +98,27 @@ def evaluate_encoder(encoder: DualEncoder, portraits: PortraitSet, text_vectors:
     return figures
 
 
+def gather_batch(accelerator, tensor: torch.Tensor) -> torch.Tensor:
+    """Every process's rows of a batch, in rank order, with gradients flowing back to their owners.
+
+    The contrastive loss needs the whole batch as negatives, so each process computes it over the
+    gathered batch; gradients summed back through the gather and averaged by DDP are then exactly
+    those of one process holding the whole batch.
+    """
+    if accelerator.num_processes == 1:
+        return tensor
+    from torch.distributed.nn.functional import all_gather
+
+    return torch.cat(all_gather(tensor.contiguous()))
+
+
 def train_encoder(data: Path, out: Path, *, config: DualEncoderConfig, train: EncoderTrainConfig,
-                  cpu: bool = False, log: Callable[[str], None] = print, show_progress: bool = True) -> dict:
-    """Train (or resume) the dual encoder into OUT/semantic; returns held-out figures."""
+                  cpu: bool = False, mixed_precision: str | None = None, log: Callable[[str], None] = print,
+                  show_progress: bool = True) -> dict:
+    """Train (or resume) the dual encoder into OUT/semantic; returns held-out figures.
+
+    One process or many under `accelerate launch`: each embeds its rows of the same global batch,
+    the loss is taken over the gathered batch, and the main process writes."""
     from tqdm import tqdm
 
     out = Path(out)
@@ -116,6 +134,10 @@ def train_encoder(data: Path, out: Path, *, config: DualEncoderConfig, train: En
             return record["figures"]
         raise ConfigError(f"{out}: holds an encoder trained with other settings; use another --out")
 
+    accelerator = make_accelerator(cpu=cpu, mixed_precision=mixed_precision)
+    main = accelerator.is_main_process
+    if not main:
+        log = lambda m: None  # noqa: E731 - one voice for N processes
     kwargs = dict(size=config.image_size, front_degrees=train.front_degrees,
                   captions_per_subject=train.captions_per_subject, seed=train.seed)
     training = load_portrait_set(data, split="train", **kwargs)
@@ -125,7 +147,8 @@ def train_encoder(data: Path, out: Path, *, config: DualEncoderConfig, train: En
         heldout = None
     flat, table = _caption_table(training)
     held_flat, held_table = _caption_table(heldout) if heldout is not None else ([], None)
-    vectors = sentence_vectors(flat + held_flat, out / ".caption_vectors.safetensors", log)
+    with accelerator.main_process_first():  # the main process fills the cache; the others read it
+        vectors = sentence_vectors(flat + held_flat, out / ".caption_vectors.safetensors", log)
     text_vectors, held_vectors = vectors[:len(flat)], vectors[len(flat):]
     targets = _probe_targets(training)
     subjects = len(training.ids)
@@ -141,34 +164,36 @@ def train_encoder(data: Path, out: Path, *, config: DualEncoderConfig, train: En
     start = load_checkpoint(state, model=encoder, ema=ema, optimizer=optimizer, config=identity)
     if start:
         log(f"resuming from step {start}")
-    accelerator = make_accelerator(cpu=cpu)
     encoder, optimizer = accelerator.prepare(encoder, optimizer)
     unwrapped = accelerator.unwrap_model(encoder)
     ema.to(accelerator.device)
     device = accelerator.device
+    mine = micro_batches(batch, accelerator)[0]
     train_log = TrainLog(out / "encoder_log.csv", LOG_FIELDS)
-    train_log.truncate_after(start)
+    if main:
+        train_log.truncate_after(start)
     t0, last, running = time.time(), time.time(), []
     bar = tqdm(range(start, train.steps), initial=start, total=train.steps, desc="train encoder", unit="step",
-               disable=not show_progress)
+               disable=not (show_progress and main))
     encoder.train()
     for step in bar:
         g = step_generator(train.seed, step)
         rows = torch.randperm(subjects, generator=g)[:batch]
         pick = offsets[rows] + (torch.rand(batch, generator=g) * counts[rows]).long()
         wording = (torch.rand(batch, generator=g) * table.shape[1]).long()
-        pixels = augment(training.images[pick], g).to(device)
-        sentences = text_vectors[table[rows, wording]].to(device)
+        pixels = augment(training.images[pick], g)[mine].to(device)   # the whole batch's draws, this rank's rows
+        sentences = text_vectors[table[rows, wording]][mine].to(device)
         lr = train.lr * warmup_cosine(step, warmup=train.warmup, total=train.steps)
         for group in optimizer.param_groups:
             group["lr"] = lr
-        image_vectors = F.normalize(unwrapped.image(pixels), dim=-1)
-        logits = unwrapped.contrastive_logits(image_vectors, unwrapped.project_sentences(sentences))
+        with accelerator.autocast():
+            image_vectors, text_vectors_, probes = encoder(pixels, sentences)
+        logits = unwrapped.contrastive_logits(gather_batch(accelerator, image_vectors.float()),
+                                              gather_batch(accelerator, text_vectors_.float()))
         labels = torch.arange(batch, device=device)
         contrastive = 0.5 * (F.cross_entropy(logits, labels) + F.cross_entropy(logits.T, labels))
-        probes = unwrapped.probe(image_vectors)
-        probe = sum(F.cross_entropy(probes[name], targets[name][rows].to(device), ignore_index=-100)
-                    for name in PROBED) / len(PROBED)
+        probe = sum(F.cross_entropy(gather_batch(accelerator, probes[name].float()), targets[name][rows].to(device),
+                                    ignore_index=-100) for name in PROBED) / len(PROBED)
         loss = contrastive + train.probe_weight * probe
         check_finite(loss, step, state)
         optimizer.zero_grad(set_to_none=True)
@@ -178,6 +203,8 @@ def train_encoder(data: Path, out: Path, *, config: DualEncoderConfig, train: En
         running.append((loss.item(), contrastive.item(), probe.item()))
         done = step + 1
         bar.set_postfix(loss=f"{np.mean([r[0] for r in running[-25:]]):.3f}")
+        if not main:
+            continue
         if done % train.log_every == 0 or done == train.steps:
             now = time.time()
             means = np.mean(running, axis=0)
@@ -187,10 +214,13 @@ def train_encoder(data: Path, out: Path, *, config: DualEncoderConfig, train: En
         if done % train.checkpoint_every == 0 and done < train.steps:
             save_checkpoint(state, model=unwrapped, ema=ema, optimizer=optimizer, step=done, config=identity)
     bar.close()
+    accelerator.wait_for_everyone()
     ema.copy_to(unwrapped.parameters())
+    if not main:
+        return {"steps": train.steps, "train_subjects": subjects, "processes": accelerator.num_processes}
     figures = evaluate_encoder(unwrapped, heldout, held_vectors, held_table) if heldout is not None else {}
     figures.update(steps=train.steps, train_subjects=subjects, wall_s=round(time.time() - t0, 1))
     save_component(unwrapped.cpu(), out / SEMANTIC, kind=KIND, dtype=torch.float16)
     write_json(finished, {**identity, "figures": figures})
-    shutil.rmtree(state, ignore_errors=True)
+    remove_tree(state)
     return figures

@@ -23,14 +23,44 @@ from torch import nn
 
 from rodin.config import TrainConfig
 from rodin.errors import ConfigError, DataError, TrainError
-from rodin.io import write_atomic, write_json
+from rodin.io import remove_tree, write_atomic, write_json
 
 CHECKPOINT = "checkpoint"
 
 
-def make_accelerator(*, cpu: bool = False, mixed_precision: str = "no") -> Accelerator:
-    """One code path for a CPU, one GPU or many (launch with `accelerate launch`)."""
-    return Accelerator(cpu=cpu, mixed_precision=mixed_precision)
+MIXED_PRECISION = ("no", "bf16", "fp16")
+
+
+def make_accelerator(*, cpu: bool = False, mixed_precision: str | None = None,
+                     gradient_accumulation_steps: int = 1) -> Accelerator:
+    """One code path for a CPU, one GPU or many (launch with `accelerate launch`).
+
+    `mixed_precision` None leaves the choice to `accelerate config` / `accelerate launch` flags;
+    accumulation goes through accelerate's `accumulate`, so DDP skips the all-reduce on micro-steps.
+    """
+    if mixed_precision is not None and mixed_precision not in MIXED_PRECISION:
+        raise ConfigError(f"mixed precision must be one of {', '.join(MIXED_PRECISION)}, got {mixed_precision!r}")
+    if gradient_accumulation_steps < 1:
+        raise ConfigError(f"gradient accumulation steps must be at least 1, got {gradient_accumulation_steps}")
+    return Accelerator(cpu=cpu, mixed_precision=mixed_precision,
+                       gradient_accumulation_steps=gradient_accumulation_steps)
+
+
+def micro_batches(batch: int, accelerator: Accelerator) -> list[slice]:
+    """This process's share of a global batch of `batch` examples, cut into accumulation micro-batches.
+
+    Every process draws the same global batch from the same generator and keeps its own contiguous
+    rows, so the mean of the per-process, per-micro-batch losses (what DDP averaging and accelerate's
+    loss scaling compute) equals the single-process loss over the whole batch: same examples, same
+    noise, same result, whatever the number of processes.
+    """
+    procs, steps = accelerator.num_processes, accelerator.gradient_accumulation_steps
+    if batch % (procs * steps):
+        raise ConfigError(f"batch {batch} does not split into {procs} processes x {steps} accumulation steps; "
+                          f"use a multiple of {procs * steps}")
+    size = batch // (procs * steps)
+    first = accelerator.process_index * size * steps
+    return [slice(first + k * size, first + (k + 1) * size) for k in range(steps)]
 
 
 def step_generator(seed: int, step: int, process: int = 0) -> torch.Generator:
@@ -68,8 +98,35 @@ class TrainLog:
         if not self.path.exists():
             return
         lines = self.path.read_text().splitlines()
-        kept = lines[:1] + [line for line in lines[1:] if int(line.split(",", 1)[0]) <= step]
+        kept = lines[:1] + [line for line in lines[1:] if _whole_line_up_to(line, step, len(self.fields))]
         write_atomic(self.path, ("\n".join(kept) + "\n").encode())
+
+
+def _whole_line_up_to(line: str, step: int, width: int) -> bool:
+    """A line with every field and a step no later than `step` (a kill can leave a line cut short)."""
+    cells = line.split(",")
+    return len(cells) == width and cells[0].isdigit() and int(cells[0]) <= step
+
+
+def rng_state() -> dict[str, torch.Tensor]:
+    """The global torch generators (CPU and each GPU): what dropout and any unseeded draw use."""
+    state = {"cpu": torch.get_rng_state()}
+    if torch.cuda.is_available():
+        state.update({f"cuda.{i}": s for i, s in enumerate(torch.cuda.get_rng_state_all())})
+    return state
+
+
+def set_rng_state(state: dict[str, torch.Tensor]) -> None:
+    torch.set_rng_state(state["cpu"])
+    if torch.cuda.is_available():
+        for i, s in enumerate(torch.cuda.get_rng_state_all()):
+            torch.cuda.set_rng_state(state.get(f"cuda.{i}", s), i)
+
+
+def remove_checkpoint(out: Path) -> None:
+    """Drop OUT/checkpoint once the model is saved: renamed aside first, so that a kill halfway through
+    the removal cannot leave a half-deleted checkpoint that a rerun would try to resume from."""
+    remove_tree(out / CHECKPOINT)
 
 
 def named_ema(model: nn.Module, ema: EMAModel) -> dict[str, torch.Tensor]:
@@ -79,7 +136,12 @@ def named_ema(model: nn.Module, ema: EMAModel) -> dict[str, torch.Tensor]:
 
 def save_checkpoint(out: Path, *, model: nn.Module, ema: EMAModel, optimizer: torch.optim.Optimizer, step: int,
                     config: dict) -> None:
-    """OUT/checkpoint/ replaced whole: written beside it, then swapped in by renames."""
+    """OUT/checkpoint/ replaced whole: written beside it, then swapped in by renames.
+
+    It holds the weights, the EMA, the optimiser, the step (the learning-rate schedule is a function of
+    the step, so the step is the scheduler's state) and the global RNG state (each step's own draws come
+    from `step_generator`, which needs none).
+    """
     tmp = out / f".{CHECKPOINT}.tmp"
     shutil.rmtree(tmp, ignore_errors=True)
     tmp.mkdir(parents=True)
@@ -93,6 +155,7 @@ def save_checkpoint(out: Path, *, model: nn.Module, ema: EMAModel, optimizer: to
             tensors[f"{pid}.{key}"] = torch.as_tensor(value).detach().cpu().clone()
         per_param[str(pid)] = sorted(entry)
     write_atomic(tmp / "optimizer.safetensors", save(tensors))
+    write_atomic(tmp / "rng.safetensors", save(rng_state()))
     write_json(tmp / "state.json", {"step": step, "ema_step": ema.optimization_step, "config": config,
                                     "param_groups": opt["param_groups"], "saved": time.time()})
     final, old = out / CHECKPOINT, out / f".{CHECKPOINT}.old"
@@ -133,6 +196,8 @@ def load_checkpoint(out: Path, *, model: nn.Module, ema: EMAModel, optimizer: to
         pid, field = key.split(".", 1)
         opt_state.setdefault(int(pid), {})[field] = value
     optimizer.load_state_dict({"state": opt_state, "param_groups": state["param_groups"]})
+    if (root / "rng.safetensors").is_file():
+        set_rng_state(load_file(str(root / "rng.safetensors")))
     return int(state["step"])
 
 

@@ -11,7 +11,6 @@ MODEL/prior_metrics.json, MODEL/prior_log.csv
 from __future__ import annotations
 
 import json
-import shutil
 import time
 from collections.abc import Callable
 from dataclasses import asdict
@@ -24,7 +23,7 @@ from diffusers.training_utils import EMAModel
 from rodin.config import EncoderTrainConfig, PriorConfig, TrainConfig
 from rodin.diffusion.prior import KIND, LatentPrior
 from rodin.errors import ConfigError, DataError
-from rodin.io import write_json
+from rodin.io import remove_tree, write_json
 from rodin.modeling import save_component
 from rodin.semantic.portraits import PortraitSet, load_portrait_set, on_white
 from rodin.semantic.space import SemanticEncoder, latent_from_embedding
@@ -34,6 +33,7 @@ from rodin.train.loop import (
     check_finite,
     load_checkpoint,
     make_accelerator,
+    micro_batches,
     save_checkpoint,
     step_generator,
     warmup_cosine,
@@ -94,9 +94,13 @@ def evaluate_prior(prior: LatentPrior, latents: torch.Tensor, texts: torch.Tenso
 
 
 def train_prior(data: Path, out: Path, *, encoder: SemanticEncoder, config: PriorConfig, train: TrainConfig,
-                portraits: EncoderTrainConfig, cpu: bool = False, log: Callable[[str], None] = print,
-                show_progress: bool = True) -> dict:
-    """Train (or resume) the prior into OUT/prior; returns held-out figures."""
+                portraits: EncoderTrainConfig, cpu: bool = False, mixed_precision: str | None = None,
+                grad_accum: int = 1, log: Callable[[str], None] = print, show_progress: bool = True) -> dict:
+    """Train (or resume) the prior into OUT/prior; returns held-out figures.
+
+    As `train_base`: one process or many under `accelerate launch`, each training on its rows of the
+    same global batch (same weights whatever the number of processes); the main process writes.
+    """
     from tqdm import tqdm
 
     out = Path(out)
@@ -113,6 +117,9 @@ def train_prior(data: Path, out: Path, *, encoder: SemanticEncoder, config: Prio
         raise ConfigError(f"{out}: holds a prior trained with other settings; use another --out")
     kwargs = dict(size=max(encoder.image_size, 64), front_degrees=0.0,
                   captions_per_subject=portraits.captions_per_subject, seed=portraits.seed)
+    accelerator = make_accelerator(cpu=cpu, mixed_precision=mixed_precision, gradient_accumulation_steps=grad_accum)
+    if not accelerator.is_main_process:
+        log = lambda m: None  # noqa: E731 - one voice for N processes
     log("embedding portraits and captions")
     training = load_portrait_set(data, split="train", **kwargs)
     try:
@@ -120,7 +127,8 @@ def train_prior(data: Path, out: Path, *, encoder: SemanticEncoder, config: Prio
     except DataError:       # a tiny dataset may hold out fewer than 2 subjects: no held-out figures then
         heldout = None
     sets = [training] + ([heldout] if heldout is not None else [])
-    embedded = caption_embeddings(encoder, sets, out / ".caption_vectors.safetensors", log)
+    with accelerator.main_process_first():  # the main process fills the caption cache; the others read it
+        embedded = caption_embeddings(encoder, sets, out / ".caption_vectors.safetensors", log)
     latents, texts = portrait_latents(encoder, training), embedded[0]
     held = (portrait_latents(encoder, heldout), embedded[1]) if heldout is not None else None
 
@@ -132,18 +140,20 @@ def train_prior(data: Path, out: Path, *, encoder: SemanticEncoder, config: Prio
     start = load_checkpoint(state, model=prior, ema=ema, optimizer=optimizer, config=identity)
     if start:
         log(f"resuming from step {start}")
-    accelerator = make_accelerator(cpu=cpu)
     prior_model, optimizer = accelerator.prepare(prior, optimizer)
     unwrapped = accelerator.unwrap_model(prior_model)
     ema.to(accelerator.device)
     device = accelerator.device
+    parts = micro_batches(train.batch, accelerator)
+    main = accelerator.is_main_process
     train_log = TrainLog(out / "prior_log.csv", LOG_FIELDS)
-    train_log.truncate_after(start)
+    if main:
+        train_log.truncate_after(start)
     n, k = texts.shape[:2]
     scheduler = unwrapped.noise
     t0, last, running = time.time(), time.time(), []
     bar = tqdm(range(start, train.steps), initial=start, total=train.steps, desc="train prior", unit="step",
-               disable=not show_progress)
+               disable=not (show_progress and main))
     prior_model.train()
     for step in bar:
         g = step_generator(train.seed, step)
@@ -155,18 +165,27 @@ def train_prior(data: Path, out: Path, *, encoder: SemanticEncoder, config: Prio
         lr = train.lr * warmup_cosine(step, warmup=train.warmup, total=train.steps)
         for group in optimizer.param_groups:
             group["lr"] = lr
-        loss = unwrapped.loss(latents[rows].to(device), (texts[rows, wording] * keep).to(device),
-                              noise=noise.to(device), timesteps=timesteps.to(device))
-        check_finite(loss, step, state)
-        optimizer.zero_grad(set_to_none=True)
-        accelerator.backward(loss)
-        if train.grad_clip > 0:
-            accelerator.clip_grad_norm_(prior_model.parameters(), train.grad_clip)
-        optimizer.step()
+        losses = []
+        for mine in parts:
+            with accelerator.accumulate(prior_model):
+                clean, t = latents[rows[mine]].to(device), timesteps[mine].to(device)
+                noisy = scheduler.add_noise(clean, noise[mine].to(device), t)
+                # Through the prepared (DDP) module, so that gradients are averaged across processes.
+                predicted = prior_model(noisy, t, (texts[rows[mine], wording[mine]] * keep[mine]).to(device))
+                loss = torch.nn.functional.mse_loss(predicted.float(), clean)
+                check_finite(loss, step, state)
+                accelerator.backward(loss)
+                if train.grad_clip > 0 and accelerator.sync_gradients:
+                    accelerator.clip_grad_norm_(prior_model.parameters(), train.grad_clip)
+                optimizer.step()
+                optimizer.zero_grad(set_to_none=True)
+            losses.append(loss.detach())
         ema.step(unwrapped.parameters())
-        running.append(loss.item())
+        running.append(accelerator.reduce(torch.stack(losses).mean(), reduction="mean").item())
         done = step + 1
         bar.set_postfix(loss=f"{np.mean(running[-50:]):.4f}")
+        if not main:
+            continue
         if done % train.log_every == 0 or done == train.steps:
             now = time.time()
             train_log.append(step=done, time=round(now - t0, 1), loss=float(np.mean(running)), lr=lr,
@@ -175,11 +194,15 @@ def train_prior(data: Path, out: Path, *, encoder: SemanticEncoder, config: Prio
         if done % train.checkpoint_every == 0 and done < train.steps:
             save_checkpoint(state, model=unwrapped, ema=ema, optimizer=optimizer, step=done, config=identity)
     bar.close()
+    accelerator.wait_for_everyone()
     ema.copy_to(unwrapped.parameters())
     unwrapped.eval()
-    figures = evaluate_prior(unwrapped, *held, seed=train.seed) if held is not None else {}
-    figures.update(steps=train.steps, train_subjects=n, wall_s=round(time.time() - t0, 1))
+    figures = {"steps": train.steps, "train_subjects": n, "wall_s": round(time.time() - t0, 1),
+               "processes": accelerator.num_processes}
+    if not main:
+        return figures
+    figures = {**(evaluate_prior(unwrapped, *held, seed=train.seed) if held is not None else {}), **figures}
     save_component(unwrapped.cpu(), out / PRIOR, kind=KIND)
     write_json(finished, {**identity, "figures": figures})
-    shutil.rmtree(state, ignore_errors=True)
+    remove_tree(state)
     return figures

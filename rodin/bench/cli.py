@@ -1,0 +1,51 @@
+"""What `rodin bench NAME` does: run, print a table and a last-line JSON object, record the result.
+
+Full runs record benchmarks/results/NAME.json (see `rodin.bench.record`); `--quick` runs are smoke tests
+and record nothing. `rodin bench report` renders BENCHMARKS.md from the records (`rodin.bench.report`).
+"""
+
+from __future__ import annotations
+
+import json
+import shlex
+
+REPORT = "report"
+
+
+def run_command(name: str, *, quick: bool = False, steps: int | None = None, record: bool = True) -> None:
+    from rich.console import Console
+    from rich.table import Table
+
+    from rodin.bench import run_benchmark
+    from rodin.bench.record import provenance, record_name, write_record
+    from rodin.errors import ConfigError
+
+    if name == REPORT:
+        from rodin.bench.report import write_report
+
+        written = write_report()
+        print(json.dumps({"report": str(written.path), "records": written.records}), flush=True)
+        return
+    options: dict = {"quick": quick}
+    if steps is not None:
+        if name != "fit":
+            raise ConfigError("--steps applies to `rodin bench fit` only")
+        options["steps"] = steps
+    words = ["rodin", "bench", name] + (["--steps", str(steps)] if steps is not None else [])
+    started = provenance(shlex.join(words + (["--quick"] if quick else [])))   # the load before the run
+    result = run_benchmark(name, **options)
+    table = Table(title=result.title)
+    table.add_column("measure")
+    table.add_column("value", justify="right")
+    for what, value in result.rows:
+        table.add_row(what, value)
+    Console(stderr=False).print(table)
+    if record and not quick:
+        path = write_record(record_name(name, {"steps": steps}),
+                            {"benchmark": name, **started, "title": result.title, "figures": result.figures,
+                             "rows": [list(row) for row in result.rows]})
+        Console(stderr=True).print(f"recorded {path}")
+    print(json.dumps(result.figures), flush=True)
+
+
+__all__ = ["REPORT", "run_command"]

@@ -1,0 +1,192 @@
+"""Every stage under `accelerate launch` with 2 CPU processes (gloo) gives the result of one process.
+
+Training stages: each process takes its rows of the same global batch (drawn from a generator shared
+by all), so DDP's averaged gradients equal the one-process mean; accumulation micro-batches keep the
+same examples. Each comparison has a control (another batch or another seed) that must differ, which
+shows the tolerance can fail. Fitting: each rank fits the shard its rank names, the last one merges,
+and the merged store equals an unsharded run. One tiny dataset serves every stage, and each stage is
+launched once (process start-up is most of the cost).
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import shutil
+import subprocess
+import sys
+from dataclasses import replace
+from pathlib import Path
+
+import numpy as np
+import pytest
+import torch
+from safetensors.torch import load_file
+
+from rodin.config import get_preset
+from rodin.data.synth import synth_dataset
+from rodin.fit.run import DECODER_KIND, list_sources
+from rodin.fit.store import TriplaneStore
+from rodin.modeling import save_component
+from rodin.triplane.decoder import TriplaneDecoder
+
+QUIET = dict(log=lambda m: None, show_progress=False)
+TINY = get_preset("tiny")
+
+
+def launch(*args: str, cwd: Path, cpu: bool = True) -> dict:
+    """`accelerate launch` 2 CPU processes of the rodin CLI (torchrun underneath, gloo backend); the
+    last JSON line printed. The training verbs take --cpu; `rodin fit` runs on the CPU anyway."""
+    env = {**os.environ, "OMP_NUM_THREADS": "1"}
+    cmd = [sys.executable, "-m", "accelerate.commands.launch", "--multi_gpu", "--num_processes", "2",
+           "--num_machines", "1", "--mixed_precision", "no", "--dynamo_backend", "no",
+           "-m", "rodin.cli.main", *args, *(["--cpu"] if cpu else [])]
+    done = subprocess.run(cmd, cwd=cwd, env=env, capture_output=True, text=True, timeout=300)
+    assert done.returncode == 0, done.stderr[-3000:]
+    return json.loads(done.stdout.strip().splitlines()[-1])
+
+
+def max_difference(a: Path, b: Path) -> float:
+    x, y = load_file(str(a)), load_file(str(b))
+    assert x.keys() == y.keys()
+    return max((x[k].float() - y[k].float()).abs().max().item() for k in x)
+
+
+@pytest.fixture(scope="module")
+def root(tmp_path_factory):
+    """5 tiny subjects with portraits (4 views: 3 to fit, 1 held out): the data of every stage."""
+    root = tmp_path_factory.mktemp("dist")
+    synth_dataset(root / "data", subjects=5, views=4, resolution=16, portrait_resolution=32, progress=False)
+    return root
+
+
+@pytest.fixture(scope="module")
+def fake_run(root):
+    """A store of random planes and a random decoder: what `rodin train base` reads from a fit run."""
+    sources = list_sources(root / "data")
+    t = TINY.triplane
+    store = TriplaneStore.create(root / "run" / "triplanes", [s.id for s in sources], ["train"] * len(sources),
+                                 (3, t.channels, t.resolution, t.resolution))
+    g = torch.Generator().manual_seed(0)
+    store.put(list(range(len(sources))), 0.3 * torch.randn(len(sources), 3, t.channels, t.resolution, t.resolution,
+                                                           generator=g))
+    torch.manual_seed(0)
+    save_component(TriplaneDecoder(TINY.decoder), root / "run" / "decoder", kind=DECODER_KIND)
+    (root / "run" / "fit_config.json").write_text(json.dumps({"data": str(root / "data")}))
+    return root / "run"
+
+
+@pytest.fixture(scope="module")
+def encoder_model(root):
+    """The tiny dual encoder trained for 3 steps in one process (the reference, and the prior's z)."""
+    from rodin.train.encoder import train_encoder
+
+    train_encoder(root / "data", root / "enc_one", config=TINY.encoder, train=replace(TINY.train_encoder, steps=3),
+                  cpu=True, **QUIET)
+    return root / "enc_one"
+
+
+def test_base_training_on_two_processes_equals_one(root, fake_run):
+    from rodin.train.base import train_base
+
+    one, half, two = root / "base_one", root / "base_half", root / "base_two"
+    cfg = replace(TINY.train_base, steps=4, batch=4, lr=5e-3)
+    train_base(fake_run, one, preset=TINY, train_config=cfg, cpu=True, **QUIET)
+    train_base(fake_run, half, preset=TINY, train_config=replace(cfg, batch=2), cpu=True, **QUIET)
+    # 2 processes x 2 accumulation micro-batches of 1 example = the same batch of 4, read ahead by a
+    # DataLoader worker in each process.
+    figures = launch("train", "base", "--triplanes", str(fake_run), "--out", str(two), "--preset", "tiny",
+                     "--steps", "4", "--batch", "4", "--lr", "5e-3", "--grad-accum", "2", "--workers", "1", cwd=root)
+    assert figures["processes"] == 2
+    weights = "base/model.safetensors"
+    assert max_difference(one / weights, two / weights) < 2e-4
+    assert max_difference(one / weights, half / weights) > 2e-3      # the control: another batch differs
+    # Only the main process wrote the log: one line per logged step, no repeats.
+    assert (two / "train_log.csv").read_text().count("\n4,") == 1
+
+
+def test_encoder_training_on_two_processes_equals_one(root, encoder_model):
+    from rodin.train.encoder import train_encoder
+
+    train = replace(TINY.train_encoder, steps=3)
+    train_encoder(root / "data", root / "enc_other", config=TINY.encoder, train=replace(train, seed=1), cpu=True,
+                  **QUIET)
+    figures = launch("train", "encoder", "--data", str(root / "data"), "--out", str(root / "enc_two"),
+                     "--preset", "tiny", "--steps", "3", cwd=root)
+    assert figures["processes"] == 2
+    weights = "semantic/model.safetensors"
+    assert max_difference(encoder_model / weights, root / "enc_two" / weights) < 2e-4
+    assert max_difference(encoder_model / weights, root / "enc_other" / weights) > 2e-3   # the control
+
+
+def test_prior_training_on_two_processes_equals_one(root, encoder_model):
+    from rodin.semantic.loading import load_semantic
+    from rodin.train.prior import train_prior
+
+    folders = {name: root / f"prior_{name}" for name in ("one", "half", "two")}
+    for folder in folders.values():
+        shutil.copytree(encoder_model / "semantic", folder / "semantic")
+    encoder = load_semantic(encoder_model / "semantic")
+    config = replace(TINY.prior, dim=encoder.dim)
+    train = replace(TINY.train_prior, steps=2)           # the tiny preset's batch of 32
+    run = dict(encoder=encoder, config=config, portraits=TINY.train_encoder, cpu=True, **QUIET)
+    train_prior(root / "data", folders["one"], train=train, **run)
+    cache = folders["one"] / ".caption_vectors.safetensors"   # the captions' backbone vectors, embedded once
+    for name in ("half", "two"):
+        shutil.copy(cache, folders[name] / cache.name)
+    train_prior(root / "data", folders["half"], train=replace(train, batch=16), **run)
+    figures = launch("train", "prior", "--data", str(root / "data"), "--out", str(folders["two"]),
+                     "--preset", "tiny", "--steps", "2", "--grad-accum", "2", cwd=root)
+    assert figures["processes"] == 2
+    weights = "prior/model.safetensors"
+    assert max_difference(folders["one"] / weights, folders["two"] / weights) < 1e-5
+    assert max_difference(folders["one"] / weights, folders["half"] / weights) > 1e-4   # the control
+
+
+def test_fitting_on_two_processes_equals_one(root):
+    """`rodin fit` launched on 2 processes: rank I fits shard I/2 of the frozen stage, the last one merges."""
+    from rodin.fit.run import fit_dataset
+
+    decoder = root / "fit_decoder"               # a given decoder: the frozen stage fits all 5 subjects
+    torch.manual_seed(1)
+    save_component(TriplaneDecoder(TINY.decoder), decoder, kind=DECODER_KIND)
+    preset = replace(TINY, fit=replace(TINY.fit, steps=2))
+    whole = fit_dataset(root / "data", root / "fit_whole", preset=preset, decoder_path=decoder, **QUIET)
+    fit_dataset(root / "data", root / "fit_two", preset=preset, decoder_path=decoder, joint_only=True, **QUIET)
+    launch("fit", str(root / "data"), "--out", str(root / "fit_two"), "--preset", "tiny", "--steps", "2",
+           "--decoder", str(decoder), cwd=root, cpu=False)
+    # Batches of 4: rank 0 fitted subjects 0-3, rank 1 subject 4, each into its own shard.
+    assert [len(TriplaneStore.open(root / "fit_two" / "shards" / f"{i}-of-2" / "triplanes").ids)
+            for i in range(2)] == [4, 1]
+    a = TriplaneStore.open(root / "fit_whole" / "triplanes")
+    b = TriplaneStore.open(root / "fit_two" / "triplanes")
+    assert a.ids == b.ids and all(a.done) and all(b.done)
+    assert np.array_equal(np.asarray(a.planes), np.asarray(b.planes))
+    assert torch.equal(a.stats().mean, b.stats().mean) and torch.equal(a.stats().std, b.stats().std)
+    merged = json.loads((root / "fit_two" / "metrics.json").read_text())
+    assert merged["shards"] == 2 and merged["subjects_fitted"] == whole["subjects_fitted"] == 5
+    # Exact equality of written rows: the merge filled every row (no zero rows equal on both sides).
+    assert all(np.abs(np.asarray(b.planes[r], dtype=np.float32)).max() > 0 for r in range(5))
+
+
+def test_batches_read_ahead_by_workers_equal_batches_read_in_process(fake_run):
+    """What the launched base test relies on: a worker's batches are those of the training process, and
+    two processes' shares of a step are the one-process batch cut in two."""
+    from rodin.train.base_batches import BaseSteps, step_loader
+
+    store = TriplaneStore.open(fake_run / "triplanes")
+    common = dict(resolution=16, channels=8, seed=3, batch=4, train_timesteps=1000, latent_dropout=0.2,
+                  first=2, steps=5)
+    whole = list(step_loader(BaseSteps(store, [0, 1, 2, 3, 4], share=slice(0, 4), **common), workers=0,
+                             pin_memory=False))
+    ahead = list(step_loader(BaseSteps(store, [0, 1, 2, 3, 4], share=slice(0, 4), **common), workers=2,
+                             pin_memory=False))
+    halves = [list(step_loader(BaseSteps(store, [0, 1, 2, 3, 4], share=share, **common), workers=0,
+                               pin_memory=False)) for share in (slice(0, 2), slice(2, 4))]
+    assert [b.step for b in whole] == [b.step for b in ahead] == [2, 3, 4]
+    for k, batch in enumerate(whole):
+        assert torch.equal(batch.rows, ahead[k].rows) and torch.equal(batch.noise, ahead[k].noise)
+        assert torch.equal(batch.planes, ahead[k].planes)
+        assert torch.equal(batch.planes, torch.cat([halves[0][k].planes, halves[1][k].planes]))
+        assert torch.equal(batch.rows, halves[1][k].rows)
+    assert not torch.equal(whole[0].rows, whole[1].rows) or not torch.equal(whole[0].noise, whole[1].noise)
