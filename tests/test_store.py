@@ -11,6 +11,7 @@ import torch
 
 from rodin.errors import DataError
 from rodin.fit.store import TriplaneStore
+from rodin.train.base import streamed_plane_stats
 
 SHAPE = (3, 2, 4, 4)
 
@@ -42,6 +43,10 @@ def test_several_files_hold_the_rows_of_one(tmp_path):
     a, b = one.compute_stats(), reopened.compute_stats()
     assert torch.equal(a.mean, b.mean) and torch.equal(a.std, b.std)
     assert abs(float(b.mean[1]) - float(planes[:5, :, 1].mean())) < 1e-2     # over the training split only
+    # Base training's own pass (resized, in chunks) sees the same rows too.
+    rows = [0, 2, 4, 6]
+    for x, y in zip(streamed_plane_stats(one, rows, 2, chunk=3), streamed_plane_stats(reopened, rows, 2)):
+        assert torch.allclose(x, y, atol=1e-6)
     # A DataLoader worker gets a pickled copy that maps the files itself.
     assert torch.equal(pickle.loads(pickle.dumps(reopened)).get([6, 1]), one.get([6, 1]))
 

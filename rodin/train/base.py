@@ -112,7 +112,7 @@ def plane_stats(planes: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
 
 
 def streamed_plane_stats(store: TriplaneStore, rows: list[int], resolution: int,
-                         chunk: int = 256) -> tuple[torch.Tensor, torch.Tensor]:
+                         chunk: int = 32) -> tuple[torch.Tensor, torch.Tensor]:
     """`plane_stats` of the rows at `resolution`, in one pass over the store, a chunk in memory at a time."""
     total = count = total_sq = 0
     for start in range(0, len(rows), chunk):

@@ -219,7 +219,8 @@ def train_encoder(data: Path, out: Path, *, config: DualEncoderConfig, train: En
     if not main:
         return {"steps": train.steps, "train_subjects": subjects, "processes": accelerator.num_processes}
     figures = evaluate_encoder(unwrapped, heldout, held_vectors, held_table) if heldout is not None else {}
-    figures.update(steps=train.steps, train_subjects=subjects, wall_s=round(time.time() - t0, 1))
+    figures.update(steps=train.steps, train_subjects=subjects, wall_s=round(time.time() - t0, 1),
+                   processes=accelerator.num_processes)
     save_component(unwrapped.cpu(), out / SEMANTIC, kind=KIND, dtype=torch.float16)
     write_json(finished, {**identity, "figures": figures})
     remove_tree(state)

@@ -18,12 +18,12 @@ import tempfile
 import threading
 from pathlib import Path
 
+from rodin.cli.render import EXAMPLE_EDIT, EXAMPLE_PROMPT
 from rodin.errors import DataError, RodinError
 from rodin.web import DEFAULT_HOST, DEFAULT_PORT, DEFAULT_WORKERS
 from rodin.web.studio import MAX_SEED, MAX_STRENGTH, Result, Studio, WebSettings
 
 QUEUE_SIZE = 32                     # requests waiting beyond that are refused with a message
-EXAMPLE_PROMPT = "a person with curly ginger hair and round glasses, in a green hoodie"
 OFFLINE_ENV = {
     "GRADIO_ANALYTICS_ENABLED": "False",
     "HF_HUB_DISABLE_TELEMETRY": "1",
@@ -72,7 +72,8 @@ def build_app(studio: Studio):
                 raise gr.Error(_shown(err), print_exception=False) from None
             except Exception as err:       # a bug: the page gets one line, the server log the traceback
                 log.exception("web demo request failed")
-                raise gr.Error(f"internal error: {html.escape(type(err).__name__)} (see the server log)") from None
+                raise gr.Error(f"internal error: {html.escape(type(err).__name__)} (see the server log)",
+                               print_exception=False) from None
         run.__name__ = fn.__name__
         return run
 
@@ -126,7 +127,7 @@ def build_app(studio: Studio):
                         shown = gr.Image(label="Uploaded", interactive=False, type="filepath", height=160)
                         paint = gr.Button("Generate from the portrait", variant="primary", elem_id="paint")
                 with gr.Group():
-                    edit = gr.Textbox(label="Edit in words", placeholder="with red hair", elem_id="edit")
+                    edit = gr.Textbox(label="Edit in words", placeholder=EXAMPLE_EDIT, elem_id="edit")
                     strength = gr.Slider(0.0, MAX_STRENGTH, value=1.0, step=0.25, label="Edit strength",
                                          elem_id="strength")
                     change = gr.Button("Apply the edit", elem_id="change")
@@ -182,7 +183,11 @@ def serve(*, settings: WebSettings, host: str = DEFAULT_HOST, port: int = DEFAUL
         studio = Studio(settings=settings, workdir=workdir)
         if host not in ("127.0.0.1", "localhost", "::1"):
             log.warning("serving on %s: anyone who can reach this machine can use the demo", host)
-        serve_app(build_app(studio), studio=studio, host=host, port=port, workers=workers, block=True)
+        app = build_app(studio)
+        try:
+            serve_app(app, studio=studio, host=host, port=port, workers=workers, block=True)
+        except KeyboardInterrupt:         # stopped while still starting (gradio handles it once serving)
+            app.close()
     finally:
         shutil.rmtree(workdir, ignore_errors=True)
 

@@ -19,6 +19,7 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from rodin.errors import DataError
+from rodin.io import write_atomic
 from rodin.web import DEFAULT_MAX_UPLOAD_MB
 from rodin.web.uploads import check_upload, max_upload_bytes
 
@@ -134,7 +135,7 @@ class Studio:
             request = Request(seed=seed, prompt=prompt)
             if checked is not None:
                 kept = folder / f"input{checked.suffix.lower()}"
-                shutil.copyfile(checked, kept)
+                write_atomic(kept, checked.read_bytes())        # at most the upload limit
                 request = Request(seed=seed, image=kept)
             return self._make(request, folder, edit=None, strength=0.0)
 
