@@ -1,10 +1,15 @@
-"""Image metrics: PSNR and SSIM on (…, H, W, 3) images in [0, 1]."""
+"""Image metrics: PSNR, SSIM and (with local weights) LPIPS on (…, H, W, 3) images in [0, 1]."""
 
 from __future__ import annotations
+
+from typing import TYPE_CHECKING
 
 import torch
 import torch.nn.functional as F
 from torch import Tensor
+
+if TYPE_CHECKING:
+    from rodin.eval.lpips import Lpips
 
 
 def psnr(pred: Tensor, target: Tensor) -> Tensor:
@@ -44,3 +49,13 @@ def ssim(pred: Tensor, target: Tensor, *, window: int = 11, sigma: float = 1.5) 
     c1, c2 = 0.01 ** 2, 0.03 ** 2
     value = ((2 * mu_x * mu_y + c1) * (2 * sxy + c2)) / ((mu_x ** 2 + mu_y ** 2 + c1) * (sxx + syy + c2))
     return value.flatten(1).mean(-1).reshape(lead)
+
+
+def lpips(pred: Tensor, target: Tensor, *, network: Lpips) -> Tensor:
+    """Per image LPIPS (lower is closer) in the layout of `psnr` and `ssim`; `network` from
+    `rodin.eval.lpips.load_lpips`."""
+    lead = pred.shape[:-3]
+    h, w, c = pred.shape[-3:]
+    x = pred.reshape(-1, h, w, c).permute(0, 3, 1, 2).float()
+    y = target.reshape(-1, h, w, c).permute(0, 3, 1, 2).float()
+    return network(x, y).reshape(lead)
