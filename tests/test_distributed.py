@@ -3,8 +3,10 @@
 Training stages: each process takes its rows of the same global batch (drawn from a generator shared
 by all), so DDP's averaged gradients equal the one-process mean; accumulation micro-batches keep the
 same examples. Each comparison has a control (another batch or another seed) that must differ, which
-shows the tolerance can fail. Fitting: each rank fits the shard its rank names, the last one merges,
-and the merged store equals an unsharded run. One tiny dataset serves every stage, and each stage is
+shows the tolerance can fail. Fitting: in the joint decoder stage each rank fits the planes of its own
+joint subjects and the decoder gradients are summed, which gives the one-process decoder; in the frozen
+stage each rank fits the shard its rank names, the last one merges, and the merged store equals an
+unsharded run. One tiny dataset serves every stage, and each stage is
 launched once (process start-up is most of the cost).
 """
 
@@ -194,3 +196,48 @@ def test_batches_read_ahead_by_workers_equal_batches_read_in_process(fake_run):
         assert torch.equal(batch.planes, torch.cat([halves[0][k].planes, halves[1][k].planes]))
         assert torch.equal(batch.rows, halves[1][k].rows)
     assert not torch.equal(whole[0].rows, whole[1].rows) or not torch.equal(whole[0].noise, whole[1].noise)
+
+
+def test_joint_decoder_stage_on_two_processes_equals_one(root, monkeypatch):
+    """`rodin fit --joint-only` launched on 2 processes: each fits the planes of the joint subjects it owns,
+    the decoder gradients are summed, and the decoder is the one-process decoder. The launched run resumes
+    a checkpoint that one process wrote after round 1 of 2 (so resuming on another layout is tested too);
+    its 3 subjects form one turn split 2 + 1, so each process's loss must be weighted by its share."""
+    from rodin.fit.run import JointCheckpoint, fit_dataset
+    from rodin.fit.shards import joint_subjects
+
+    args = dict(max_subjects=3, joint_only=True, **QUIET)
+    preset = replace(TINY, fit=replace(TINY.fit, joint_rounds=2, joint_steps_per_turn=3))
+    fit_dataset(root / "data", root / "joint_one", preset=preset, **args)
+
+    real_save = JointCheckpoint.save
+
+    def save_then_stop(self, *a, **kw):
+        real_save(self, *a, **kw)
+        raise KeyboardInterrupt                   # killed right after round 1 was saved
+
+    monkeypatch.setattr(JointCheckpoint, "save", save_then_stop)
+    with pytest.raises(KeyboardInterrupt):
+        fit_dataset(root / "data", root / "joint_two", preset=preset, **args)
+    monkeypatch.setattr(JointCheckpoint, "save", real_save)
+    after_round_1 = {k[len("decoder."):]: v for k, v in
+                     load_file(str(root / "joint_two" / "checkpoint" / "joint.safetensors")).items()
+                     if k.startswith("decoder.")}
+    figures = launch("fit", str(root / "data"), "--out", str(root / "joint_two"), "--preset", "tiny", "--joint-only",
+                     "--subjects", "3", "--joint-rounds", "2", "--joint-steps", "3", cwd=root, cpu=False)
+    assert figures["subjects_fitted"] == 3
+    weights = "decoder/model.safetensors"
+    assert max_difference(root / "joint_one" / weights, root / "joint_two" / weights) < 1e-5
+    one = load_file(str(root / "joint_one" / weights))
+    # The control: one round fewer (3 steps) is far outside the tolerance.
+    assert max((one[k] - after_round_1[k]).abs().max().item() for k in one) > 1e-3
+    a = np.asarray(TriplaneStore.open(root / "joint_one" / "triplanes").planes, dtype=np.float32)
+    b = np.asarray(TriplaneStore.open(root / "joint_two" / "triplanes").planes, dtype=np.float32)
+    assert np.abs(a).max() > 0 and np.allclose(a, b, atol=2e-3)       # float16 rows, gathered to the main process
+    assert max_difference(root / "joint_one" / "decoder" / "template.safetensors",
+                          root / "joint_two" / "decoder" / "template.safetensors") < 1e-4
+    # Only the main process wrote the log (one line per turn) and the checkpoint is gone.
+    assert (root / "joint_two" / "fit_log.csv").read_text().count(",joint,2,") == 1
+    assert not (root / "joint_two" / "checkpoint" / "joint.safetensors").exists()
+    assert joint_subjects(root / "joint_two") == joint_subjects(root / "joint_one") and \
+        len(joint_subjects(root / "joint_one")) == 3

@@ -187,3 +187,50 @@ def test_interrupted_joint_stage_resumes_to_the_same_decoder(tiny_run, tmp_path,
         assert torch.allclose(tensor, resumed[name], atol=1e-5), name
     assert np.allclose(np.load(tmp_path / "straight" / "triplanes" / "planes.npy"),
                        np.load(tmp_path / "resumed" / "triplanes" / "planes.npy"), atol=1e-3)
+
+
+def test_joint_step_split_over_processes_adds_up_to_the_one_process_step():
+    """What the data-parallel joint stage rests on: each process's share of a step (its subjects, its loss
+    weighted by their share of the step), with the decoder gradients summed, is the one-process step;
+    each subject's plane gradients are the one-process ones where they are."""
+    import dataclasses
+
+    from rodin.fit.fitter import SubjectPlanes, fit_step
+    from rodin.triplane.decoder import TriplaneDecoder
+    from rodin.triplane.triplane import init_planes
+
+    tiny = get_preset("tiny")
+    images, c2w = _views(n=6)
+    subjects = []
+    for k in range(3):
+        tinted = images.clone()
+        tinted[..., k] = images[..., 3]                  # a different colour per subject
+        subjects.append(prepare_subject(f"s{k}", tinted, c2w, DEFAULT_FOV_X, heldout=1, hull_resolution=16))
+    torch.manual_seed(0)
+    decoder = TriplaneDecoder(tiny.decoder)
+    init = init_planes(3, tiny.triplane.channels, tiny.triplane.resolution, generator=torch.Generator().manual_seed(1))
+    planes = [SubjectPlanes(p) for p in init]
+    config = dataclasses.replace(tiny.fit, rescale_prob=1.0)     # the shared draw matters: every step rescales
+
+    def step(members, step_subjects):
+        decoder.zero_grad(set_to_none=True)
+        for p in planes:
+            p.zero_grad(set_to_none=True)
+        stats = fit_step([subjects[k] for k in members], [planes[k] for k in members], decoder, [], config=config,
+                         triplane=tiny.triplane, generator=torch.Generator().manual_seed(7),
+                         subject_generators=[torch.Generator().manual_seed(100 + k) for k in members],
+                         step_subjects=step_subjects, sum_processes=lambda t: t)
+        return stats, [p.grad.clone() for p in decoder.parameters()], {k: planes[k].levels[0].grad.clone()
+                                                                      for k in members}
+
+    whole, whole_grads, whole_planes = step([0, 1, 2], 3)
+    first, first_grads, first_planes = step([0, 2], 3)
+    second, second_grads, second_planes = step([1], 3)
+    assert whole.loss == pytest.approx(first.loss + second.loss, rel=1e-5)
+    for g, a, b in zip(whole_grads, first_grads, second_grads):
+        assert torch.allclose(g, a + b, rtol=1e-4, atol=1e-7)
+    for k, g in {**first_planes, **second_planes}.items():
+        assert torch.allclose(whole_planes[k], g, rtol=1e-4, atol=1e-9)
+    # The control: shares not weighted by their size (each a mean of its own) do not add up.
+    _, unweighted, _ = step([0, 2], None)
+    assert max((g - a - b).abs().max().item() for g, a, b in zip(whole_grads, unweighted, second_grads)) > 1e-4

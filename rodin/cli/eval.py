@@ -2,8 +2,9 @@
 last line, and writes its figures as JSON beside what it measured.
 
 - `fit RUN`: per subject, held-out view PSNR/SSIM (as `rodin fit` recorded them in RUN/subject_metrics.json,
-  recomputed only where missing) and geometry, the mesh `rodin export` would write against the subject's
-  ground-truth mesh.ply (Chamfer distance and F-score, `rodin.eval.geometry`).
+  recomputed only where missing), LPIPS with `--lpips FOLDER` (`rodin.eval.lpips`, views rendered again) and
+  geometry, the mesh `rodin export` would write against the subject's ground-truth mesh.ply (Chamfer
+  distance and F-score, `rodin.eval.geometry`).
 - `sheet MODEL`: a contact sheet to look at; `semantic MODEL`: attribute accuracy (`rodin.eval.semantic`).
 - `samples MODEL`: FID/KID and attribute distances against held-out real subjects (`rodin.eval.samples`).
 - `consistency MODEL_OR_AVATAR`: multi-view consistency of turntables (`rodin.eval.consistency`).
@@ -102,8 +103,11 @@ def fit(
                                    help="Marching-cubes grid nodes per axis over the box."),
     points: int = typer.Option(DEFAULT_POINTS, "--points", min=100, help="Surface samples per mesh."),
     tau: float = typer.Option(DEFAULT_TAU, "--tau", min=1e-6, help="F-score distance, world units."),
+    lpips_folder: Path | None = typer.Option(None, "--lpips", help="An LPIPS folder (`rodin convert lpips`): also "
+                                             "held-out LPIPS, from views rendered again."),
 ) -> None:
-    """Score a fit run: held-out PSNR/SSIM and mesh Chamfer / F-score against ground truth.
+    """Score a fit run: held-out PSNR/SSIM (and LPIPS with --lpips) and mesh Chamfer / F-score against ground
+    truth.
 
     Prints a table, then one JSON object with the aggregate figures as the last line; writes
     everything, per subject too, to RUN/eval_fit.json.
@@ -119,16 +123,23 @@ def fit(
     from rodin.data.nerf import is_subject, read_transforms
     from rodin.errors import DataError, RodinError
     from rodin.eval.geometry import compare_meshes, load_reference_mesh
+    from rodin.eval.heldout import render_heldout
+    from rodin.eval.lpips import load_lpips
+    from rodin.eval.metrics import lpips, psnr, ssim
     from rodin.fit.run import SubjectSource, heldout_metrics, load_fit_subject
     from rodin.io import write_json
     from rodin.render.mesh import extract_mesh
 
     began = time.perf_counter()
+    network = load_lpips(lpips_folder) if lpips_folder is not None else None   # a bad folder fails before work
     store, decoder = open_run(run)
     fitted_row(store, run, None)                              # refuses a run with nothing fitted
     config = _read_json(run / "fit_config.json")
     recorded = _read_json(run / "subject_metrics.json") or {}
     folder = _data_folder(run, data, (config or {}).get("data"))
+    if folder is None and network is not None:
+        raise DataError(f"{run}: --lpips compares renders with the held-out views, so it needs the data folder "
+                        "(give --data)")
     if folder is None:
         typer.echo(f"note: no data folder (give --data): {run} is scored without geometry", err=True)
     load = _load_options(run, config)
@@ -148,7 +159,17 @@ def fit(
         where = subject_folder(sid)
         entry: dict = {"split": store.splits[row]}
         images = recorded.get(sid) or {}
-        if not images and where is not None:                   # not recorded: render the held-out views
+        if network is not None and where is not None:          # LPIPS needs the renders themselves
+            subject = load_fit_subject(SubjectSource(sid, where, store.splits[row]), config=preset.fit,
+                                       options=load)
+            views = render_heldout(subject, store.get(row)[None], decoder, preset=preset)
+            if views is not None:
+                entry["lpips"] = float(lpips(views.rendered, views.target, network=network).mean())
+                if not images:
+                    p = psnr(views.rendered, views.target)
+                    images = {"psnr": float(p.mean()), "psnr_min": float(p.min()),
+                              "ssim": float(ssim(views.rendered, views.target).mean())}
+        elif not images and where is not None:                 # not recorded: render the held-out views
             subject = load_fit_subject(SubjectSource(sid, where, store.splits[row]), config=preset.fit,
                                        options=load)
             images = heldout_metrics(subject, store.get(row)[None], decoder, preset)
@@ -181,6 +202,8 @@ def fit(
         "run": str(run), "data": str(folder) if folder is not None else None, "subjects": len(results),
         "resolution": resolution, "tau": tau, "points": points,
         "psnr_mean": _mean([e["psnr"] for e in per]), "ssim_mean": _mean([e["ssim"] for e in per]),
+        **({"heldout_lpips_mean": _mean([e.get("lpips") for e in per]), "lpips_net": network.config.net,
+            "lpips_subjects": sum(1 for e in per if e.get("lpips") is not None)} if network is not None else {}),
         "chamfer_mean": _mean([e.get("chamfer") for e in per]),
         "fscore_mean": _mean([e.get("fscore") for e in per]),
         "geometry_subjects": sum(1 for e in per if e.get("chamfer") is not None),
@@ -191,14 +214,18 @@ def fit(
     write_json(run / "eval_fit.json", {**summary, "per_subject": results})
 
     table = Table(title=f"rodin eval fit {run}  (geometry at {resolution}³, F-score at τ = {tau:g})")
+    perceptual = [("LPIPS", "right")] if network is not None else []
     for name, justify in (("subject", "left"), ("split", "left"), ("PSNR dB", "right"), ("SSIM", "right"),
-                          ("Chamfer", "right"), (f"F@{tau:g}", "right"), ("faces", "right"), ("s", "right")):
+                          *perceptual, ("Chamfer", "right"), (f"F@{tau:g}", "right"), ("faces", "right"),
+                          ("s", "right")):
         table.add_column(name, justify=justify)
     for sid, e in results.items():
         faces = str(e["faces"]) if "faces" in e else e.get("error", "—")[:40]
-        table.add_row(sid, e["split"], _fmt(e["psnr"], 2), _fmt(e["ssim"], 3), _fmt(e.get("chamfer"), 4),
-                      _fmt(e.get("fscore"), 3), faces, f"{e['geometry_s']:.1f}")
-    table.add_row("mean", "", _fmt(summary["psnr_mean"], 2), _fmt(summary["ssim_mean"], 3),
+        lpips_cell = [_fmt(e.get("lpips"), 4)] if network is not None else []
+        table.add_row(sid, e["split"], _fmt(e["psnr"], 2), _fmt(e["ssim"], 3), *lpips_cell,
+                      _fmt(e.get("chamfer"), 4), _fmt(e.get("fscore"), 3), faces, f"{e['geometry_s']:.1f}")
+    lpips_mean = [_fmt(summary["heldout_lpips_mean"], 4)] if network is not None else []
+    table.add_row("mean", "", _fmt(summary["psnr_mean"], 2), _fmt(summary["ssim_mean"], 3), *lpips_mean,
                   _fmt(summary["chamfer_mean"], 4), _fmt(summary["fscore_mean"], 3), "", "", style="bold")
     Console(stderr=False).print(table)
     print(json.dumps(summary), flush=True)

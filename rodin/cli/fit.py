@@ -19,6 +19,10 @@ def fit(
                                         "(frozen); skips the joint stage."),
     subjects: int | None = typer.Option(None, "--subjects", help="Fit only the first N subjects."),
     steps: int | None = typer.Option(None, "--steps", help="Optimiser steps per subject (frozen stage)."),
+    joint_rounds: int | None = typer.Option(None, "--joint-rounds", help="Turns over the joint group "
+                                            "(joint decoder stage; default: the preset's)."),
+    joint_steps: int | None = typer.Option(None, "--joint-steps", help="Optimiser steps per turn of the "
+                                           "joint decoder stage (default: the preset's)."),
     up: str = typer.Option("auto", "--up", help="World up axis of the files: auto, y or z (Blender)."),
     bound: float | None = typer.Option(None, "--bound", help="Scene half-size in file units "
                                        "(default: from the files or the cameras)."),
@@ -31,7 +35,8 @@ def fit(
 ) -> None:
     """Fit a tri-plane per subject with one shared MLP decoder; resumes an interrupted run.
 
-    Writes OUT/metrics.json with held-out PSNR/SSIM (views never used in fitting).
+    Writes OUT/metrics.json with held-out PSNR/SSIM (views never used in fitting). Under `accelerate
+    launch`, --joint-only fits the decoder stage data-parallel; without it each process fits a shard.
     """
     import dataclasses
 
@@ -47,6 +52,12 @@ def fit(
         if steps < 1:
             raise ConfigError("--steps must be at least 1")
         chosen = dataclasses.replace(chosen, fit=dataclasses.replace(chosen.fit, steps=steps))
+    for flag, value, field in (("--joint-rounds", joint_rounds, "joint_rounds"),
+                               ("--joint-steps", joint_steps, "joint_steps_per_turn")):
+        if value is not None:
+            if value < 1:
+                raise ConfigError(f"{flag} must be at least 1")
+            chosen = dataclasses.replace(chosen, fit=dataclasses.replace(chosen.fit, **{field: value}))
     chosen_shard = Shard.parse(shard) if shard is not None else (None if joint_only else Shard.from_environment())
     if joint_only and chosen_shard is not None:
         raise ConfigError("--joint-only and --shard are two steps: run the joint stage once, then the shards")

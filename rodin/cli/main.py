@@ -47,13 +47,14 @@ def bench(
 
 
 def _register() -> None:
-    from rodin.cli import data, fit, render
+    from rodin.cli import convert, data, fit, render
     from rodin.cli import eval as eval_cli
     from rodin.cli import export as export_cli
     from rodin.cli import generate as generate_cli
     from rodin.cli import train as train_cli
 
     app.add_typer(data.app, name="data")
+    app.add_typer(convert.app, name="convert")
     app.command("fit")(fit.fit)
     app.command("fit-merge")(fit.fit_merge)
     app.command("render")(render.render)

@@ -79,22 +79,50 @@ def draw_patches(subject: FitSubject, count: int, patch: int, generator: torch.G
     return v, r.expand(-1, -1, patch), c.expand(-1, patch, -1)
 
 
-def _gather_batch(subjects: Sequence[FitSubject], count: int, patch: int, generator: torch.Generator):
-    origins, dirs, near, far, live, rgb, alpha, index = [], [], [], [], [], [], [], []
-    for b, s in enumerate(subjects):
-        v, r, c = draw_patches(s, count, patch, generator)
-        origins.append(s.rays.origins[v, r, c])
-        dirs.append(s.rays.directions[v, r, c])
-        near.append(s.near[v, r, c])
-        far.append(s.far[v, r, c])
-        live.append(s.live[v, r, c])
-        rgb.append(s.rgb[v, r, c])
-        alpha.append(s.alpha[v, r, c])
-        index.append(torch.full(v.shape, b, dtype=torch.long))
-    cat = torch.cat
-    return (Rays(cat(origins).reshape(-1, 3), cat(dirs).reshape(-1, 3)),
-            (cat(near).reshape(-1), cat(far).reshape(-1), cat(live).reshape(-1)),
-            cat(rgb), cat(alpha), cat(index).reshape(-1))
+def _gather_patches(subject: FitSubject, count: int, patch: int, generator: torch.Generator):
+    v, r, c = draw_patches(subject, count, patch, generator)
+    rays = Rays(subject.rays.origins[v, r, c].reshape(-1, 3), subject.rays.directions[v, r, c].reshape(-1, 3))
+    spans = (subject.near[v, r, c].reshape(-1), subject.far[v, r, c].reshape(-1), subject.live[v, r, c].reshape(-1))
+    return rays, spans, subject.rgb[v, r, c], subject.alpha[v, r, c]
+
+
+def _step_loss(subjects, planes, decoder, *, config, triplane, rescale: bool, count: int, patch: int,
+               generators) -> tuple[Tensor, Tensor]:
+    """(loss, photometric MSE) of these subjects: means over their rays, points and texels."""
+    stacked = torch.stack([p() for p in planes])                          # (B, 3, C, H, W)
+    read = resize_planes(stacked, triplane.base_resolution) if rescale else stacked
+    preds, targets, opacity, alphas = [], [], [], []
+    for b, (s, g) in enumerate(zip(subjects, generators)):
+        rays, spans, gt_rgb, gt_alpha = _gather_patches(s, count, patch, g)
+        out = render_rays(read[b:b + 1], decoder, rays, samples=config.samples, spans=spans, perturb=True,
+                          generator=g)
+        preds.append(out.rgb.reshape(gt_rgb.shape))
+        targets.append(gt_rgb)
+        opacity.append(out.opacity)
+        alphas.append(gt_alpha.reshape(-1))
+    pred, gt_rgb = torch.cat(preds), torch.cat(targets)
+    mse = (pred - gt_rgb).pow(2).mean()
+    loss = mse
+    if config.ssim_weight > 0:
+        loss = loss + config.ssim_weight * patch_ssim_loss(pred, gt_rgb)
+    if config.mask_weight > 0:
+        loss = loss + config.mask_weight * (torch.cat(opacity) - torch.cat(alphas)).pow(2).mean()
+    if config.sparse_weight > 0:
+        pts, dirs = [], []
+        for g in generators:
+            pts.append(torch.rand(1024, 3, generator=g) * 2 - 1)
+            dirs.append(torch.nn.functional.normalize(torch.randn(1024, 3, generator=g), dim=-1))
+        pts, dirs = torch.cat(pts), torch.cat(dirs)
+        idx = torch.arange(len(subjects)).repeat_interleave(1024)
+        view = dirs if decoder.config.view_dependent else None
+        dens = decoder(sample_triplane(read, pts, idx), view).density
+        weights = _hull_weights(subjects, pts, idx)
+        loss = loss + config.sparse_weight * sparsity(dens[:, 0] * weights, 2.0 / config.samples)
+    if config.tv_weight > 0:
+        loss = loss + config.tv_weight * total_variation(stacked)
+    if config.compact_weight > 0:
+        loss = loss + config.compact_weight * compactness(stacked)
+    return loss, mse
 
 
 def _hull_weights(subjects: Sequence[FitSubject], points: Tensor, index: Tensor) -> Tensor:
@@ -114,44 +142,66 @@ def fit_step(
     config: FitConfig,
     triplane: TriplaneConfig,
     generator: torch.Generator,
+    subject_generators: Sequence[torch.Generator] | None = None,
+    step_subjects: int | None = None,
+    sum_processes: Callable[[Tensor], Tensor] | None = None,
 ) -> StepStats:
-    """One optimiser step over the given subjects (each with its own planes)."""
+    """One optimiser step over the given subjects (each with its own planes).
+
+    `generator` draws what the whole step shares (whether the planes are read rescaled);
+    `subject_generators` (default: `generator` for every subject) draw each subject's patches, sample
+    jitter and sparse points, so that what a subject sees does not depend on the process fitting it.
+
+    Data-parallel (the joint stage under several processes): the step's `step_subjects` subjects are
+    split among processes and `sum_processes` sums a tensor over them. Every loss term is a mean over
+    subjects of equal share, so a process weights its loss by its share (its subjects / step_subjects);
+    the decoder gradients summed over processes are then the one-process gradients, and each subject's
+    plane gradients are already exact where they are. This process may have no subject in the step.
+    """
     for opt in optimizers:
         opt.zero_grad(set_to_none=True)
-    stacked = torch.stack([p() for p in planes])                          # (B, 3, C, H, W)
-    read = stacked
-    if config.rescale_prob > 0 and float(torch.rand((), generator=generator)) < config.rescale_prob:
-        read = resize_planes(stacked, triplane.base_resolution)
-    patch = min(config.patch, subjects[0].resolution)
-    count = max(1, config.rays_per_step // (len(subjects) * patch * patch))
-    rays, spans, gt_rgb, gt_alpha, index = _gather_batch(subjects, count, patch, generator)
-    out = render_rays(read, decoder, rays, samples=config.samples, batch_index=index, spans=spans,
-                      perturb=True, generator=generator)
-    pred = out.rgb.reshape(gt_rgb.shape)
-    mse = (pred - gt_rgb).pow(2).mean()
-    loss = mse
-    if config.ssim_weight > 0:
-        loss = loss + config.ssim_weight * patch_ssim_loss(pred, gt_rgb)
-    if config.mask_weight > 0:
-        loss = loss + config.mask_weight * (out.opacity - gt_alpha.reshape(-1)).pow(2).mean()
-    if config.sparse_weight > 0:
-        pts = torch.rand(len(subjects) * 1024, 3, generator=generator) * 2 - 1
-        idx = torch.arange(len(subjects)).repeat_interleave(1024)
-        dirs = torch.nn.functional.normalize(torch.randn(pts.shape, generator=generator), dim=-1)
-        view = dirs if decoder.config.view_dependent else None
-        dens = decoder(sample_triplane(read, pts, idx), view).density
-        weights = _hull_weights(subjects, pts, idx)
-        loss = loss + config.sparse_weight * sparsity(dens[:, 0] * weights, 2.0 / config.samples)
-    if config.tv_weight > 0:
-        loss = loss + config.tv_weight * total_variation(stacked)
-    if config.compact_weight > 0:
-        loss = loss + config.compact_weight * compactness(stacked)
-    if not torch.isfinite(loss):
-        raise FitError("loss became NaN or infinite")
-    loss.backward()
+    total = step_subjects or len(subjects)
+    rescale = config.rescale_prob > 0 and float(torch.rand((), generator=generator)) < config.rescale_prob
+    patch = min(config.patch, subjects[0].resolution if subjects else config.patch)
+    count = max(1, config.rays_per_step // (total * patch * patch))
+    generators = subject_generators if subject_generators is not None else [generator] * len(subjects)
+    if subjects:
+        loss, mse = _step_loss(subjects, planes, decoder, config=config, triplane=triplane, rescale=rescale,
+                               count=count, patch=patch, generators=generators)
+        share = len(subjects) / total
+        loss, mse = loss * share, mse.detach() * share
+    else:
+        loss = mse = torch.zeros(())
+    if sum_processes is None:
+        if not torch.isfinite(loss):
+            raise FitError("loss became NaN or infinite")
+        loss.backward()
+    else:
+        if subjects:
+            loss.backward()
+        loss, mse = _sum_decoder_gradients(decoder, loss.detach(), mse, sum_processes)
+        if not torch.isfinite(loss):            # every process sees the same sum, so all stop together
+            raise FitError("loss became NaN or infinite")
     for opt in optimizers:
         opt.step()
-    return StepStats(loss=float(loss.detach()), psnr=float(-10 * torch.log10(mse.detach().clamp_min(1e-10))))
+    return StepStats(loss=float(loss.detach()), psnr=float(-10 * torch.log10(mse.clamp_min(1e-10))))
+
+
+def _sum_decoder_gradients(decoder, loss: Tensor, mse: Tensor, sum_processes) -> tuple[Tensor, Tensor]:
+    """Sum the decoder gradients (and the loss figures) over processes in one collective.
+
+    A parameter no process reached keeps no gradient, as in one process, so Adam leaves it alone.
+    """
+    params = [p for p in decoder.parameters() if p.requires_grad]
+    parts = [p.grad.reshape(-1) if p.grad is not None else torch.zeros(p.numel()) for p in params]
+    reached = torch.tensor([float(p.grad is not None) for p in params])
+    flat = sum_processes(torch.cat([*parts, reached, loss.reshape(1), mse.reshape(1)]))
+    offset = 0
+    for k, p in enumerate(params):
+        grad = flat[offset:offset + p.numel()].view_as(p)
+        offset += p.numel()
+        p.grad = grad.clone() if flat[-2 - len(params) + k] > 0 else None
+    return flat[-2], flat[-1]
 
 
 def cosine_factor(step: int, total: int, floor: float = 0.1) -> float:

@@ -19,7 +19,8 @@ import torch
 from safetensors.torch import load_file, save
 
 from rodin.config import FitConfig, Preset
-from rodin.errors import DataError, FitError, RodinError
+from rodin.errors import ConfigError, DataError, FitError, RodinError
+from rodin.eval.heldout import render_heldout
 from rodin.eval.metrics import psnr, ssim
 from rodin.fit.fitter import SubjectPlanes, cosine_factor, fit_frozen, fit_step
 from rodin.fit.shards import (
@@ -33,9 +34,9 @@ from rodin.fit.shards import (
 )
 from rodin.fit.store import TriplaneStore
 from rodin.fit.subject import FitSubject, prepare_subject
+from rodin.fit.world import World
 from rodin.io import write_atomic, write_json
 from rodin.modeling import load_component, save_component
-from rodin.render.volume import occupancy_from_density, render_views
 from rodin.triplane.decoder import TriplaneDecoder
 from rodin.triplane.triplane import init_planes
 
@@ -84,17 +85,11 @@ def load_fit_subject(source: SubjectSource, *, config: FitConfig, options: LoadO
 def heldout_metrics(subject: FitSubject, planes: torch.Tensor, decoder: TriplaneDecoder,
                     preset: Preset) -> dict[str, float]:
     """Render the views kept out of fitting exactly as `rodin render` would, and score them."""
-    if len(subject.heldout_views) == 0:
+    views = render_heldout(subject, planes, decoder, preset=preset)
+    if views is None:
         return {}
-    r = preset.render
-    occupancy = occupancy_from_density(planes, decoder, resolution=r.occupancy_resolution,
-                                       threshold=r.occupancy_threshold)
-    rgb, _, _ = render_views(planes, decoder, subject.c2w[subject.heldout_views], subject.fov_x,
-                             subject.resolution, samples=r.samples, importance=r.importance,
-                             occupancy=occupancy, background=r.background)
-    target = subject.rgb[subject.heldout_views]
-    p = psnr(rgb, target)
-    s = ssim(rgb, target)
+    p = psnr(views.rendered, views.target)
+    s = ssim(views.rendered, views.target)
     return {"psnr": float(p.mean()), "psnr_min": float(p.min()), "ssim": float(s.mean())}
 
 
@@ -123,8 +118,11 @@ class JointCheckpoint:
 
     Everything lives in one file (the progress in its metadata), replaced atomically, so that a kill
     cannot pair the tensors of one round with the progress of another; joint.json repeats the progress
-    for people to read.
+    for people to read. Planes and their optimiser state are keyed by store row, so a run resumes on
+    any number of processes (each loads the rows it owns).
     """
+
+    FORMAT = 2
 
     def __init__(self, root: Path) -> None:
         self.tensors = root / "joint.safetensors"
@@ -137,44 +135,56 @@ class JointCheckpoint:
         self.tensors.unlink(missing_ok=True)
         self.state.unlink(missing_ok=True)
 
-    def save(self, decoder, planes, optimizers, progress: dict) -> None:
+    @staticmethod
+    def subject_tensors(row: int, planes: SubjectPlanes, optimizer: torch.optim.Optimizer) -> dict[str, torch.Tensor]:
+        """One subject's share of the file: its plane levels and their Adam state."""
+        tensors = {}
+        for k, level in enumerate(planes.levels):
+            tensors[f"planes.{row}.{k}"] = level.detach().clone()
+            for field, value in optimizer.state.get(level, {}).items():
+                tensors[f"opt.planes.{row}.{k}.{field}"] = torch.as_tensor(value).clone()
+        return tensors
+
+    def save(self, decoder, decoder_optimizer, subjects: dict[str, torch.Tensor], progress: dict) -> None:
+        """`subjects`: every joint subject's `subject_tensors`, gathered from the processes that own them."""
         tensors = {f"decoder.{k}": v.detach().clone() for k, v in decoder.state_dict().items()}
-        for i, subject in enumerate(planes):
-            for k, level in enumerate(subject.levels):
-                tensors[f"planes.{i}.{k}"] = level.detach().clone()
-        groups = []
-        for name, opt in optimizers.items():
-            state = opt.state_dict()
-            for pid, entry in state["state"].items():
-                for key, value in entry.items():
-                    tensors[f"opt.{name}.{pid}.{key}"] = torch.as_tensor(value).clone()
-            groups.append({"name": name, "param_groups": state["param_groups"]})
+        state = decoder_optimizer.state_dict()
+        for pid, entry in state["state"].items():
+            for key, value in entry.items():
+                tensors[f"opt.decoder.{pid}.{key}"] = torch.as_tensor(value).clone()
+        tensors.update(subjects)
         self.tensors.parent.mkdir(parents=True, exist_ok=True)
-        info = {"progress": progress, "optimizers": groups}
+        info = {"format": self.FORMAT, "progress": progress, "decoder_param_groups": state["param_groups"]}
         write_atomic(self.tensors, save(tensors, metadata={"joint": json.dumps(info)}))
         write_json(self.state, info)
 
-    def load(self, decoder, planes, optimizers) -> dict:
+    def load(self, decoder, decoder_optimizer, planes: dict[int, SubjectPlanes],
+             plane_optimizer: torch.optim.Optimizer) -> dict:
+        """Restore the decoder and the given rows' planes; returns the progress."""
         from safetensors import safe_open
 
         with safe_open(str(self.tensors), framework="pt") as handle:
             stored = (handle.metadata() or {}).get("joint")
+        info = json.loads(stored) if stored else {}
+        if info.get("format") != self.FORMAT:
+            raise FitError(f"{self.tensors}: a joint-stage checkpoint of an older layout; delete "
+                           f"{self.tensors.parent} to restart the joint stage")
         tensors = load_file(str(self.tensors))
-        info = json.loads(stored) if stored else json.loads(self.state.read_text())
         decoder.load_state_dict({k[8:]: v for k, v in tensors.items() if k.startswith("decoder.")})
+        state: dict = {}
+        for key, value in tensors.items():
+            if key.startswith("opt.decoder."):
+                pid, field = key[len("opt.decoder."):].split(".", 1)
+                state.setdefault(int(pid), {})[field] = value
+        decoder_optimizer.load_state_dict({"state": state, "param_groups": info["decoder_param_groups"]})
         with torch.no_grad():
-            for i, subject in enumerate(planes):
+            for row, subject in planes.items():
                 for k, level in enumerate(subject.levels):
-                    level.copy_(tensors[f"planes.{i}.{k}"])
-        for entry in info["optimizers"]:
-            name = entry["name"]
-            state: dict = {}
-            prefix = f"opt.{name}."
-            for key, value in tensors.items():
-                if key.startswith(prefix):
-                    pid, field = key[len(prefix):].split(".", 1)
-                    state.setdefault(int(pid), {})[field] = value
-            optimizers[name].load_state_dict({"state": state, "param_groups": entry["param_groups"]})
+                    level.copy_(tensors[f"planes.{row}.{k}"])
+                    prefix = f"opt.planes.{row}.{k}."
+                    fields = {key[len(prefix):]: v for key, v in tensors.items() if key.startswith(prefix)}
+                    if fields:
+                        plane_optimizer.state[level] = fields
         return info["progress"]
 
 
@@ -211,35 +221,59 @@ def fit_dataset(
     if sharded:
         return _fit_shard(sources, out, preset=preset, shard=shard, decoder_path=decoder_path, options=options,
                           log=log, show_progress=show_progress)
-    write_json(out / "fit_config.json", {"data": str(data), "preset": preset.name,
-                                         "fit": asdict(config), "triplane": asdict(tri),
-                                         "decoder": asdict(preset.decoder), "render": asdict(preset.render),
-                                         "load": asdict(options), "pretrained_decoder": str(decoder_path or "")})
-    store = TriplaneStore.create(out / "triplanes", [s.id for s in sources], [s.split for s in sources],
-                                 (3, tri.channels, tri.resolution, tri.resolution))
+    # Launched on several processes without a shard: the joint stage, data-parallel. The main process
+    # owns the run folder's files; the others wait for the store it creates.
+    world = World.from_environment()
+    if world.size > 1 and not joint_only:
+        raise ConfigError(f"{world.size} processes without a shard fit only the joint stage: pass joint_only "
+                          "(`rodin fit --joint-only`), then fit the frozen stage in shards")
+    if world.main:
+        write_json(out / "fit_config.json", {"data": str(data), "preset": preset.name,
+                                             "fit": asdict(config), "triplane": asdict(tri),
+                                             "decoder": asdict(preset.decoder), "render": asdict(preset.render),
+                                             "load": asdict(options), "pretrained_decoder": str(decoder_path or "")})
+        store = TriplaneStore.create(out / "triplanes", [s.id for s in sources], [s.split for s in sources],
+                                     (3, tri.channels, tri.resolution, tri.resolution))
+    world.barrier()
+    if not world.main:
+        store = TriplaneStore.open(out / "triplanes")
+        log = _silent
     metrics_path = out / "subject_metrics.json"
     subject_metrics: dict[str, dict] = json.loads(metrics_path.read_text()) if metrics_path.is_file() else {}
     timings: dict[str, float] = {}
 
     timings["eval_s"] = 0.0
 
-    def record(batch: list[int], subjects: list[FitSubject], planes: torch.Tensor, decoder) -> None:
+    def score(subjects: list[FitSubject], planes: torch.Tensor, decoder) -> list[dict]:
         began = time.perf_counter()
-        for k, row in enumerate(batch):
-            subject_metrics[store.ids[row]] = heldout_metrics(subjects[k], planes[k:k + 1], decoder, preset)
+        scores = [heldout_metrics(s, planes[k:k + 1], decoder, preset) for k, s in enumerate(subjects)]
         timings["eval_s"] += time.perf_counter() - began
+        return scores
+
+    def keep(batch: list[int], planes: torch.Tensor, scores: list[dict]) -> None:
+        for row, figures in zip(batch, scores):
+            subject_metrics[store.ids[row]] = figures
         store.put(batch, planes)
         write_json(metrics_path, subject_metrics)
 
-    def load_rows(rows: list[int]) -> tuple[list[int], list[FitSubject]]:
-        kept, subjects = [], []
+    def record(batch: list[int], subjects: list[FitSubject], planes: torch.Tensor, decoder) -> None:
+        keep(batch, planes, score(subjects, planes, decoder))
+
+    def try_load(rows: list[int]) -> tuple[list[int], list[FitSubject], dict[int, str]]:
+        kept, subjects, failed = [], [], {}
         for row in rows:
             try:
                 subjects.append(load_fit_subject(sources[row], config=config, options=options))
                 kept.append(row)
             except RodinError as err:
-                log(f"skipping {sources[row].id}: {err}")
-                store.mark_failed(row, str(err))
+                failed[row] = str(err)
+        return kept, subjects, failed
+
+    def load_rows(rows: list[int]) -> tuple[list[int], list[FitSubject]]:
+        kept, subjects, failed = try_load(rows)
+        for row, message in failed.items():
+            log(f"skipping {sources[row].id}: {message}")
+            store.mark_failed(row, message)
         return kept, subjects
 
     # Stage A: the shared decoder, fitted jointly with a first group of subjects.
@@ -251,7 +285,7 @@ def fit_dataset(
         if decoder.config.features != tri.channels:
             raise DataError(f"{decoder_dir}: decoder reads {decoder.config.features} channels, "
                             f"preset {preset.name} fits {tri.channels}")
-        if decoder_dir.resolve() != (out / "decoder").resolve():
+        if world.main and decoder_dir.resolve() != (out / "decoder").resolve():
             # The run keeps a copy of the decoder it was fitted with, so that it renders on its own.
             for item in sorted(decoder_dir.glob("*.*")):
                 if item.suffix in (".json", ".safetensors"):
@@ -259,17 +293,20 @@ def fit_dataset(
     elif decoder_path:
         raise DataError(f"{decoder_path}: no decoder here (expected config.json and model.safetensors)")
     else:
-        decoder = _joint_stage(sources, store, out, preset, options, log, record, load_rows, show_progress)
-        write_json(out / JOINT_SUBJECTS, [store.ids[i] for i, done in enumerate(store.done) if done])
-        save_component(decoder, decoder_dir, kind=DECODER_KIND)
-        JointCheckpoint(out / "checkpoint").remove()      # the decoder and planes are saved for good
+        decoder = _joint_stage(sources, store, out, preset, log, score, keep, try_load, show_progress, world)
+        if world.main:
+            write_json(out / JOINT_SUBJECTS, [store.ids[i] for i, done in enumerate(store.done) if done])
+            save_component(decoder, decoder_dir, kind=DECODER_KIND)
+            JointCheckpoint(out / "checkpoint").remove()      # the decoder and planes are saved for good
     timings["joint_s"] = time.perf_counter() - start
     template_path = decoder_dir / "template.safetensors"
     template = load_file(str(template_path))["planes"] if template_path.is_file() else None
 
     if joint_only:
-        write_json(out / "metrics.json", summarise(subject_metrics, store, timings))
-        return summarise(subject_metrics, store, timings)
+        if world.main:
+            write_json(out / "metrics.json", summarise(subject_metrics, store, timings))
+        world.barrier()                 # the others report what the main process wrote
+        return json.loads((out / "metrics.json").read_text())
 
     # Stage B: everyone else, many at once, decoder frozen. Batches are fixed by the subject list (not
     # by what is left), so a subject's planes do not depend on restarts or on sharding.
@@ -310,7 +347,8 @@ def _fit_shard(sources, out, *, preset, shard, decoder_path, options, log, show_
     decoder_dir = Path(decoder_path) if decoder_path else out / "decoder"
     if not ((decoder_dir / "config.json").is_file() and (out / "triplanes").is_dir()):
         raise FitError(f"{out}: sharded fitting starts from a fitted decoder; run "
-                       f"`rodin fit DATA --out {out} --joint-only` (with --decoder to reuse one) first")
+                       f"`rodin fit DATA --out {out} --joint-only` (launched on the same processes, or on one; "
+                       "with --decoder to reuse one) first")
     decoder = load_component(TriplaneDecoder, type(preset.decoder), decoder_dir, kind=DECODER_KIND)
     template_path = decoder_dir / "template.safetensors"
     template = load_file(str(template_path))["planes"] if template_path.is_file() else None
@@ -396,63 +434,119 @@ def _fit_frozen_rows(rows, subjects, decoder, template, preset, store, record, l
     return len(rows)
 
 
-def _joint_stage(sources, store, out, preset, options, log, record, load_rows, show_progress):
+def _draws(seed: int, key: int, index: int) -> torch.Generator:
+    """A generator of the joint stage named by (key, index), e.g. (subject row, step): the same draws
+    whichever process makes them, and after a restart."""
+    return torch.Generator().manual_seed((((seed * 1_000_003 + key) << 32) + index) % (1 << 63))
+
+
+ROUND_ORDER, STEP_SHARED = -2, -1     # draw keys that are not subject rows
+
+
+def _collect(world: World, rows: list[int], owner: dict[int, int], payload: Callable[[int], object]) -> dict:
+    """Per-row payloads from the processes that own the rows, on the main process (empty elsewhere).
+
+    Sent one row per process at a time, so no process holds more than `world.size` subjects' tensors
+    beyond its own."""
+    mine = [r for r in rows if owner[r] == world.rank]
+    turns = max(sum(1 for r in rows if owner[r] == k) for k in range(world.size))
+    kept = {}
+    for j in range(turns):
+        for row, value in world.gather([(mine[j], payload(mine[j]))] if j < len(mine) else []):
+            if world.main:
+                kept[row] = value
+    return kept
+
+
+def _joint_stage(sources, store, out, preset, log, score, keep, try_load, show_progress, world: World):
+    """The decoder and the planes of the first subjects, in turns; data-parallel over `world`.
+
+    Each process owns every world.size-th joint subject (it loads it and keeps its planes and their
+    optimiser state) and, in each step, fits those of the turn's subjects it owns; fit_step sums the
+    decoder gradients over processes, so N processes make the update of one. All draws are named by
+    (seed, subject row, step), so the result does not depend on the number of processes.
+    """
     from tqdm import tqdm
 
     config, tri = preset.fit, preset.triplane
-    candidates = [i for i, s in enumerate(sources) if s.split == "train"] or list(range(len(sources)))
-    rows, subjects = load_rows(candidates[:config.joint_subjects])
+    candidates = ([i for i, s in enumerate(sources) if s.split == "train"]
+                  or list(range(len(sources))))[:config.joint_subjects]
+    owner = {row: world.owner(k) for k, row in enumerate(candidates)}
+    kept, loaded, failed = try_load([r for r in candidates if owner[r] == world.rank])
+    failures = dict(world.gather(sorted(failed.items())))
+    if world.main:
+        for row, message in sorted(failures.items()):
+            log(f"skipping {sources[row].id}: {message}")
+            store.mark_failed(row, message)
+    rows = [r for r in candidates if r not in failures]
     if not rows:
-        first = store.failed.get(sources[candidates[0]].id, "") if candidates else ""
+        first = failures.get(candidates[0], "") if candidates else ""
         raise FitError(f"no subject could be loaded for the joint decoder stage ({first})")
+    subjects = dict(zip(kept, loaded))
     torch.manual_seed(config.seed)
     decoder = TriplaneDecoder(preset.decoder)
-    gen = torch.Generator().manual_seed(config.seed)
-    init = init_planes(len(rows), tri.channels, tri.resolution, generator=gen, scale=config.init_noise)
-    planes = [SubjectPlanes(p, config.plane_levels) for p in init]
-    optimizers = {"planes": torch.optim.Adam([q for p in planes for q in p.parameters()], lr=config.plane_lr),
-                  "decoder": torch.optim.Adam(decoder.parameters(), lr=config.decoder_lr)}
+    planes = {r: SubjectPlanes(init_planes(1, tri.channels, tri.resolution, generator=_draws(config.seed, r, -1),
+                                           scale=config.init_noise)[0], config.plane_levels) for r in kept}
+    decoder_opt = torch.optim.Adam(decoder.parameters(), lr=config.decoder_lr)
+    # A process may own no subject (more processes than joint subjects): it still sums the gradients.
+    plane_opt = torch.optim.Adam([q for p in planes.values() for q in p.parameters()] or
+                                 [torch.nn.Parameter(torch.zeros(()))], lr=config.plane_lr)
     checkpoint = JointCheckpoint(out / "checkpoint")
     first_round = 0
     if checkpoint.exists():
-        progress = checkpoint.load(decoder, planes, optimizers)
-        first_round = int(progress["round"])
-        gen.set_state(torch.tensor(progress["rng"], dtype=torch.uint8))
-        log(f"resuming the joint stage at round {first_round + 1}/{config.joint_rounds}")
+        first_round = int(checkpoint.load(decoder, decoder_opt, planes, plane_opt)["round"])
+        if world.main:
+            log(f"resuming the joint stage at round {first_round + 1}/{config.joint_rounds}")
     chunk = max(1, min(config.batch_subjects, len(rows)))
-    total_steps = config.joint_rounds * config.joint_steps_per_turn * -(-len(rows) // chunk)
-    bar = tqdm(total=total_steps, desc="fit (joint decoder)", unit="step", disable=not show_progress, leave=False)
-    bar.update(first_round * total_steps // config.joint_rounds)
-    step_count = first_round * total_steps // config.joint_rounds
+    steps_per_round = config.joint_steps_per_turn * -(-len(rows) // chunk)
+    total_steps = config.joint_rounds * steps_per_round
+    step_count = first_round * steps_per_round
+    bar = tqdm(total=total_steps, desc="fit (joint decoder)", unit="step",
+               disable=not (show_progress and world.main), leave=False)
+    bar.update(step_count)
     log_file = TrainingLog(out / "fit_log.csv")
     for round_ in range(first_round, config.joint_rounds):
-        order = torch.randperm(len(rows), generator=gen).tolist()
+        order = torch.randperm(len(rows), generator=_draws(config.seed, ROUND_ORDER, round_)).tolist()
         for start in range(0, len(order), chunk):
-            members = order[start:start + chunk]
+            members = [rows[m] for m in order[start:start + chunk]]
+            mine = [r for r in members if owner[r] == world.rank]
             turn_psnr = []
             for _ in range(config.joint_steps_per_turn):
                 factor = cosine_factor(step_count, total_steps)
-                for group in optimizers["decoder"].param_groups:
+                for group in decoder_opt.param_groups:
                     group["lr"] = config.decoder_lr * factor
-                stats = fit_step([subjects[m] for m in members], [planes[m] for m in members], decoder,
-                                 list(optimizers.values()), config=config, triplane=tri, generator=gen)
+                stats = fit_step([subjects[r] for r in mine], [planes[r] for r in mine], decoder,
+                                 [plane_opt, decoder_opt], config=config, triplane=tri,
+                                 generator=_draws(config.seed, STEP_SHARED, step_count),
+                                 subject_generators=[_draws(config.seed, r, step_count) for r in mine],
+                                 step_subjects=len(members), sum_processes=world.sum if world.size > 1 else None)
                 step_count += 1
                 turn_psnr.append(stats.psnr)
                 bar.update(1)
                 bar.set_postfix(psnr=f"{stats.psnr:.1f}", round=round_ + 1)
-            log_file.append(stage="joint", round=round_ + 1, step=step_count,
-                            subjects=" ".join(sources[rows[m]].id for m in members),
-                            train_psnr=sum(turn_psnr) / len(turn_psnr))
-        checkpoint.save(decoder, planes, optimizers,
-                        {"round": round_ + 1, "rng": gen.get_state().tolist()})
+            if world.main:
+                log_file.append(stage="joint", round=round_ + 1, step=step_count,
+                                subjects=" ".join(sources[r].id for r in members),
+                                train_psnr=sum(turn_psnr) / len(turn_psnr))
+        state = _collect(world, rows, owner, lambda r: JointCheckpoint.subject_tensors(r, planes[r], plane_opt))
+        if world.main:
+            checkpoint.save(decoder, decoder_opt, {k: v for part in state.values() for k, v in part.items()},
+                            {"round": round_ + 1})
     bar.close()
     decoder.requires_grad_(False)
     with torch.no_grad():
-        stacked = torch.stack([p() for p in planes])
-    record(rows, subjects, stacked, decoder)
-    template_path = out / "decoder" / "template.safetensors"
-    write_atomic(template_path, save({"planes": stacked.mean(0).contiguous()}))
+        # Each process scores the subjects it fitted; the main one writes the rows and the template.
+        results = _collect(world, rows, owner,
+                           lambda r: (planes[r]().detach(), score([subjects[r]], planes[r]()[None], decoder)[0]))
+    if world.main:
+        stacked = torch.stack([results[r][0] for r in rows])
+        keep(rows, stacked, [results[r][1] for r in rows])
+        write_atomic(out / "decoder" / "template.safetensors", save({"planes": stacked.mean(0).contiguous()}))
     return decoder
+
+
+def _silent(message: str) -> None:
+    """The log of a process other than the main one: the main process speaks for the run."""
 
 
 def summarise(subject_metrics: dict[str, dict], store: TriplaneStore, timings: dict) -> dict:
