@@ -157,8 +157,14 @@ def test_fitting_on_two_processes_equals_one(root):
     torch.manual_seed(1)
     save_component(TriplaneDecoder(TINY.decoder), decoder, kind=DECODER_KIND)
     preset = replace(TINY, fit=replace(TINY.fit, steps=2))
-    whole = fit_dataset(root / "data", root / "fit_whole", preset=preset, decoder_path=decoder, **QUIET)
-    fit_dataset(root / "data", root / "fit_two", preset=preset, decoder_path=decoder, joint_only=True, **QUIET)
+    # Bit equality needs the same summation order, so the reference runs on one thread like the launched ranks.
+    threads = torch.get_num_threads()
+    torch.set_num_threads(1)
+    try:
+        whole = fit_dataset(root / "data", root / "fit_whole", preset=preset, decoder_path=decoder, **QUIET)
+        fit_dataset(root / "data", root / "fit_two", preset=preset, decoder_path=decoder, joint_only=True, **QUIET)
+    finally:
+        torch.set_num_threads(threads)
     launch("fit", str(root / "data"), "--out", str(root / "fit_two"), "--preset", "tiny", "--steps", "2",
            "--decoder", str(decoder), cwd=root, cpu=False)
     # Batches of 4: rank 0 fitted subjects 0-3, rank 1 subject 4, each into its own shard.
