@@ -189,6 +189,55 @@ class PriorConfig:
 
 
 @dataclass(frozen=True)
+class UpsamplerConfig:
+    """Stage 3: diffusion of the full-resolution tri-plane given the base one (upsampled) and z.
+
+    `unet.channels` and `unet.resolution` are the plane's own; the UNet reads the noisy planes and
+    the condition concatenated (twice the channels) and z with the condition's noise level appended.
+    """
+
+    unet: UNetConfig = field(default_factory=lambda: UNetConfig(resolution=32))
+    diffusion: DiffusionConfig = field(default_factory=lambda: DiffusionConfig(
+        prediction="sample", sample_steps=8, guidance_scale=1.0, latent_dropout=0.1))
+    base_resolution: int = 16         # side of the base planes it is conditioned on
+    condition_mode: str = "bicubic"   # how the base planes are enlarged: "bicubic" or "bilinear"
+    augment_noise: float = 0.2        # largest std of Gaussian noise on the condition (normalised units)
+    augment_blur: float = 0.6         # largest Gaussian blur sigma on the condition, base-resolution texels
+    augment_resize: float = 0.25      # share of training conditions also shrunk by 2 and enlarged again
+    sample_noise: float = 0.05        # condition noise added when sampling (matches training's conditioning)
+
+
+@dataclass(frozen=True)
+class RefinerConfig:
+    """Stage 4: a 2D network from the volume render (RGB + extra features) to an image `scale` times larger."""
+
+    in_channels: int = 3              # RGB plus the decoder's extra feature channels
+    scale: int = 4                    # output side / render side; a power of 2
+    width: int = 32                   # convolution channels
+    blocks: int = 4                   # residual blocks at the render resolution
+
+
+@dataclass(frozen=True)
+class RefinerTrainConfig:
+    """Training of the refiner on renders of fitted subjects against their ground-truth views."""
+
+    steps: int = 2000
+    batch: int = 16                   # (subject, view) crops per step
+    patch: int = 32                   # crop side at the render resolution (0 = whole images)
+    lr: float = 1e-3
+    warmup: int = 50
+    grad_clip: float = 1.0
+    ema_decay: float = 0.999
+    ssim_weight: float = 0.2          # 1 - SSIM beside L1
+    lpips_weight: float = 0.1         # used only when an LPIPS folder is given
+    subjects: int = 256               # most training subjects rendered for the training set
+    views: int = 16                   # most views rendered per subject
+    checkpoint_every: int = 250
+    log_every: int = 25
+    seed: int = 0
+
+
+@dataclass(frozen=True)
 class Preset:
     name: str
     data: DataConfig = field(default_factory=DataConfig)
@@ -202,6 +251,10 @@ class Preset:
     train_encoder: EncoderTrainConfig = field(default_factory=EncoderTrainConfig)
     prior: PriorConfig = field(default_factory=PriorConfig)
     train_prior: TrainConfig = field(default_factory=TrainConfig)
+    upsampler: UpsamplerConfig = field(default_factory=UpsamplerConfig)
+    train_upsampler: TrainConfig = field(default_factory=TrainConfig)
+    refiner: RefinerConfig = field(default_factory=RefinerConfig)
+    train_refiner: RefinerTrainConfig = field(default_factory=RefinerTrainConfig)
 
 
 PRESETS: dict[str, Preset] = {
@@ -227,6 +280,15 @@ PRESETS: dict[str, Preset] = {
             prediction="sample", sample_steps=10, guidance_scale=2.0, latent_dropout=0.2)),
         train_prior=TrainConfig(steps=200, batch=32, lr=2e-3, warmup=10, ema_decay=0.99, checkpoint_every=100,
                                 sample_every=0, log_every=20),
+        upsampler=UpsamplerConfig(
+            unet=UNetConfig(channels=8, resolution=32, width=16, multipliers=(1, 2), blocks=1,
+                            attention_resolutions=(), heads=2, latent_dim=16, groups=4),
+            base_resolution=16),
+        train_upsampler=TrainConfig(steps=200, batch=4, lr=1e-3, warmup=10, ema_decay=0.99, checkpoint_every=50,
+                                    sample_every=0, log_every=10),
+        refiner=RefinerConfig(scale=2, width=16, blocks=2),
+        train_refiner=RefinerTrainConfig(steps=200, batch=8, patch=8, lr=2e-3, warmup=10, ema_decay=0.99,
+                                         subjects=8, views=8, checkpoint_every=50, log_every=10),
     ),
     "small": Preset(
         name="small",
@@ -248,6 +310,14 @@ PRESETS: dict[str, Preset] = {
         prior=PriorConfig(dim=64, hidden=512, layers=4),
         train_prior=TrainConfig(steps=2000, batch=256, lr=1e-3, warmup=100, ema_decay=0.999, checkpoint_every=500,
                                 sample_every=0, log_every=100),
+        upsampler=UpsamplerConfig(
+            unet=UNetConfig(channels=16, resolution=64, width=32, multipliers=(1, 2, 4), blocks=2,
+                            attention_resolutions=(16,), heads=4, latent_dim=64, groups=8),
+            base_resolution=32),
+        train_upsampler=TrainConfig(steps=4000, batch=16, lr=5e-4, warmup=200, ema_decay=0.999,
+                                    checkpoint_every=250, sample_every=0, log_every=25),
+        refiner=RefinerConfig(scale=4, width=32, blocks=4),
+        train_refiner=RefinerTrainConfig(steps=3000, batch=16, patch=16, lr=1e-3, warmup=100),
     ),
     "paper": Preset(
         name="paper",
@@ -270,6 +340,15 @@ PRESETS: dict[str, Preset] = {
                                 checkpoint_every=5000, sample_every=0, log_every=100),
         train_base=TrainConfig(steps=500_000, batch=64, lr=1e-4, warmup=5000, ema_decay=0.9999,
                                checkpoint_every=5000, sample_every=20_000, log_every=100),
+        upsampler=UpsamplerConfig(
+            unet=UNetConfig(channels=32, resolution=256, width=64, multipliers=(1, 2, 2, 4, 4), blocks=2,
+                            attention_resolutions=(16,), heads=8, latent_dim=512, groups=32),
+            base_resolution=64),
+        train_upsampler=TrainConfig(steps=200_000, batch=32, lr=1e-4, warmup=5000, ema_decay=0.9999,
+                                    checkpoint_every=5000, sample_every=0, log_every=100),
+        refiner=RefinerConfig(scale=4, width=64, blocks=8),
+        train_refiner=RefinerTrainConfig(steps=100_000, batch=32, patch=64, lr=2e-4, warmup=2000, ema_decay=0.9999,
+                                         subjects=10_000, views=32, checkpoint_every=5000, log_every=100),
     ),
 }
 

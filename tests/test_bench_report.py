@@ -122,3 +122,23 @@ def test_record_names_and_provenance():
     p = provenance("rodin bench synth")
     assert p["command"] == "rodin bench synth" and len(p["date"]) == 10 and p["machine"]["cpu"]
     assert "machine not recorded" in provenance_line({"command": "x"})
+
+
+def test_bench_fit_overrides_are_checked_before_any_work(tmp_path, monkeypatch, capsys):
+    from rodin.bench.cli import parse_overrides
+    from rodin.cli.main import main
+
+    assert parse_overrides(["plane_lr=0.04", "patch=1", "ssim_weight=0"]) == {"plane_lr": 0.04, "patch": 1,
+                                                                             "ssim_weight": 0}
+    monkeypatch.setenv(RESULTS_ENV, str(tmp_path / "results"))
+    for args, words in ((["fit", "--set", "plane_rate=0.04"], "unknown key 'plane_rate'"),
+                        (["fit", "--set", "patch=wide"], "must be an integer"),
+                        (["fit", "--set", "patch"], "KEY=VALUE"),
+                        (["synth", "--set", "patch=1"], "apply to `rodin bench fit` only")):
+        with pytest.raises(SystemExit) as exit_info:
+            main(["bench", *args])
+        err = capsys.readouterr().err.strip()
+        assert exit_info.value.code == 2, (args, err)
+        assert words in err and len(err.splitlines()) == 1, (args, err)
+    assert not (tmp_path / "results").exists()
+    assert record_name("fit", {"steps": None, "subjects": 4, "plane_lr": 0.04}) == "fit--plane_lr-0.04--subjects-4"

@@ -12,7 +12,24 @@ import shlex
 REPORT = "report"
 
 
-def run_command(name: str, *, quick: bool = False, steps: int | None = None, record: bool = True) -> None:
+def parse_overrides(settings: list[str]) -> dict:
+    """KEY=VALUE words to a dict; VALUE is read as JSON (numbers, true/false), else kept as text."""
+    from rodin.errors import ConfigError
+
+    out: dict = {}
+    for word in settings:
+        key, sep, value = word.partition("=")
+        if not sep or not key.strip():
+            raise ConfigError(f"--set expects KEY=VALUE, got {word!r}")
+        try:
+            out[key.strip()] = json.loads(value)
+        except json.JSONDecodeError:
+            out[key.strip()] = value
+    return out
+
+
+def run_command(name: str, *, quick: bool = False, steps: int | None = None, subjects: int | None = None,
+                settings: list[str] | None = None, record: bool = True) -> None:
     from rich.console import Console
     from rich.table import Table
 
@@ -27,11 +44,19 @@ def run_command(name: str, *, quick: bool = False, steps: int | None = None, rec
         print(json.dumps({"report": str(written.path), "records": written.records}), flush=True)
         return
     options: dict = {"quick": quick}
+    overrides = parse_overrides(settings or [])
+    if name != "fit" and (steps is not None or subjects is not None or overrides):
+        raise ConfigError("--steps, --subjects and --set apply to `rodin bench fit` only")
     if steps is not None:
-        if name != "fit":
-            raise ConfigError("--steps applies to `rodin bench fit` only")
         options["steps"] = steps
+    if subjects is not None:
+        options["subjects"] = subjects
+    if overrides:
+        options["overrides"] = overrides
     words = ["rodin", "bench", name] + (["--steps", str(steps)] if steps is not None else [])
+    words += (["--subjects", str(subjects)] if subjects is not None else [])
+    for word in settings or []:
+        words += ["--set", word]
     started = provenance(shlex.join(words + (["--quick"] if quick else [])))   # the load before the run
     result = run_benchmark(name, **options)
     table = Table(title=result.title)
@@ -41,11 +66,11 @@ def run_command(name: str, *, quick: bool = False, steps: int | None = None, rec
         table.add_row(what, value)
     Console(stderr=False).print(table)
     if record and not quick:
-        path = write_record(record_name(name, {"steps": steps}),
+        path = write_record(record_name(name, {"steps": steps, "subjects": subjects, **overrides}),
                             {"benchmark": name, **started, "title": result.title, "figures": result.figures,
                              "rows": [list(row) for row in result.rows]})
         Console(stderr=True).print(f"recorded {path}")
     print(json.dumps(result.figures), flush=True)
 
 
-__all__ = ["REPORT", "run_command"]
+__all__ = ["REPORT", "parse_overrides", "run_command"]

@@ -20,13 +20,19 @@ BENCH_SEED = 1000   # not the seed of any training set
 
 
 def run(*, quick: bool = False, decoder: Path | None = None, subjects: int | None = None,
-        steps: int | None = None) -> BenchResult:
+        steps: int | None = None, overrides: dict | None = None) -> BenchResult:
+    """`overrides` replace FitConfig fields by name (checked like a config file), so a tuning run is one
+    command: `rodin bench fit --set plane_lr=0.04`."""
+    from rodin.config import FitConfig, from_dict
     from rodin.data.synth import synth_dataset
     from rodin.fit.run import fit_dataset
 
     preset = get_preset("small")
+    changes = dict(overrides or {})
     if steps is not None:
-        preset = dataclasses.replace(preset, fit=dataclasses.replace(preset.fit, steps=steps))
+        changes["steps"] = steps
+    if changes:
+        preset = dataclasses.replace(preset, fit=from_dict(FitConfig, {**dataclasses.asdict(preset.fit), **changes}))
     decoder = Path(decoder) if decoder else shipped_model("small") / "decoder"
     if not (decoder / "model.safetensors").is_file():
         raise DataError(f"{decoder}: no fitted decoder; run `rodin fit` on a small-preset dataset first "
@@ -46,6 +52,7 @@ def run(*, quick: bool = False, decoder: Path | None = None, subjects: int | Non
         "views": preset.data.views,
         "resolution": preset.data.resolution,
         "steps": preset.fit.steps,
+        "overrides": changes,
         "subjects_per_min": round(count / fit_seconds * 60, 2),
         "subjects_per_min_with_eval": round(count / total * 60, 2),
         "heldout_psnr_mean": round(metrics["heldout_psnr_mean"], 2),

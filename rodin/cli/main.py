@@ -37,13 +37,15 @@ def bench(
                                "paper; or report (rewrite BENCHMARKS.md)."),
     quick: bool = typer.Option(False, "--quick", help="A smaller, faster run (for smoke tests); records nothing."),
     steps: int | None = typer.Option(None, "--steps", min=1, help="fit only: optimiser steps per subject."),
+    subjects: int | None = typer.Option(None, "--subjects", min=1, help="fit only: how many subjects (16)."),
+    settings: list[str] = typer.Option([], "--set", help="fit only: a FitConfig field, KEY=VALUE (repeatable)."),
     record: bool = typer.Option(True, "--record/--no-record", help="Write benchmarks/results/NAME.json."),
 ) -> None:
     """Run a benchmark; prints a table, then one JSON object with the figures as the last line.
     `rodin bench report` rewrites BENCHMARKS.md from the recorded results."""
     from rodin.bench.cli import run_command
 
-    run_command(name, quick=quick, steps=steps, record=record)
+    run_command(name, quick=quick, steps=steps, subjects=subjects, settings=settings, record=record)
 
 
 def _register() -> None:
