@@ -81,6 +81,79 @@ def base(
     print(json.dumps(figures), flush=True)
 
 
+@app.command("upsampler")
+def upsampler(
+    triplanes: Path = typer.Option(..., "--triplanes", help="A fit run folder (rodin fit output)."),
+    out: Path = typer.Option(..., "--out", help="Model folder; the upsampler goes to OUT/upsampler (resumes if it "
+                             "holds a checkpoint). Shares OUT/latent or OUT/semantic with `rodin train base`."),
+    preset: str = typer.Option("small", "--preset", help="Scale preset: tiny, small or paper."),
+    data: Path | None = typer.Option(None, "--data", help="The run's dataset, if not where the run recorded it."),
+    semantic: Path | None = typer.Option(None, "--semantic", help="An encoder folder for z (default: OUT/semantic "
+                                         "or OUT/latent if there, else a pixel-PCA encoder fitted here)."),
+    steps: int | None = typer.Option(None, "--steps", min=1, help="Training steps (default: the preset's)."),
+    batch: int | None = typer.Option(None, "--batch", min=1, help="Batch size (default: the preset's)."),
+    lr: float | None = typer.Option(None, "--lr", min=0.0, help="Peak learning rate."),
+    augment_noise: float | None = typer.Option(None, "--augment-noise", min=0.0, help="Largest noise std on the "
+                                               "condition while training (default: the preset's)."),
+    seed: int | None = typer.Option(None, "--seed", help="Training seed."),
+    cpu: bool = typer.Option(False, "--cpu", help="Train on the CPU even when a GPU is present."),
+    mixed_precision: str | None = typer.Option(None, "--mixed-precision", help="no, bf16 or fp16 (GPUs; default: "
+                                               "the accelerate config's)."),
+    grad_accum: int = typer.Option(1, "--grad-accum", min=1, help="Accumulate each process's share of a batch "
+                                   "over this many micro-batches (same effective batch, less memory)."),
+) -> None:
+    """Train the upsampler diffusion: full-resolution tri-planes from base ones and z (stage 3)."""
+    from rodin.config import get_preset
+    from rodin.train.upsampler import UPSAMPLER, train_upsampler
+
+    chosen = get_preset(preset)
+    overrides = {k: v for k, v in dict(steps=steps, batch=batch, lr=lr, seed=seed).items() if v is not None}
+    mcfg = chosen.upsampler if augment_noise is None else replace(chosen.upsampler, augment_noise=augment_noise)
+    figures = train_upsampler(triplanes, out, preset=chosen, data=data, semantic=semantic, model_config=mcfg,
+                              train_config=replace(chosen.train_upsampler, **overrides), cpu=cpu,
+                              mixed_precision=mixed_precision, grad_accum=grad_accum,
+                              log=lambda m: typer.echo(m, err=True))
+    if not _main_process():
+        return
+    typer.echo(f"wrote {out / UPSAMPLER}")
+    print(json.dumps(figures), flush=True)
+
+
+@app.command("refiner")
+def refiner(
+    triplanes: Path = typer.Option(..., "--triplanes", help="A fit run folder (rodin fit output)."),
+    out: Path = typer.Option(..., "--out", help="Model folder; the refiner goes to OUT/refiner (resumes if it "
+                             "holds a checkpoint)."),
+    preset: str = typer.Option("small", "--preset", help="Scale preset: tiny, small or paper."),
+    data: Path | None = typer.Option(None, "--data", help="The run's dataset, if not where the run recorded it."),
+    lpips: Path | None = typer.Option(None, "--lpips", help="A local LPIPS folder (`rodin convert lpips`): adds "
+                                      "a perceptual term to L1 + SSIM."),
+    steps: int | None = typer.Option(None, "--steps", min=1, help="Training steps (default: the preset's)."),
+    batch: int | None = typer.Option(None, "--batch", min=1, help="Crops per step (default: the preset's)."),
+    lr: float | None = typer.Option(None, "--lr", min=0.0, help="Peak learning rate."),
+    seed: int | None = typer.Option(None, "--seed", help="Training seed."),
+    cpu: bool = typer.Option(False, "--cpu", help="Train on the CPU even when a GPU is present."),
+    mixed_precision: str | None = typer.Option(None, "--mixed-precision", help="no, bf16 or fp16 (GPUs; default: "
+                                               "the accelerate config's)."),
+    grad_accum: int = typer.Option(1, "--grad-accum", min=1, help="Accumulate each process's share of a batch "
+                                   "over this many micro-batches (same effective batch, less memory)."),
+) -> None:
+    """Train the convolutional refiner: renders to images scale times larger (stage 4)."""
+    from rodin.config import get_preset
+    from rodin.train.refiner import REFINER, train_refiner
+
+    chosen = get_preset(preset)
+    overrides = {k: v for k, v in dict(steps=steps, batch=batch, lr=lr, seed=seed).items() if v is not None}
+    figures = train_refiner(triplanes, out, preset=chosen, data=data, lpips=lpips,
+                            train_config=replace(chosen.train_refiner, **overrides), cpu=cpu,
+                            mixed_precision=mixed_precision, grad_accum=grad_accum,
+                            log=lambda m: typer.echo(m, err=True))
+    if not _main_process():
+        return
+    typer.echo(f"wrote {out / REFINER}")
+    print(json.dumps(figures), flush=True)
+
+
 @app.command("encoder")
 def encoder(
     data: Path = typer.Option(..., "--data", help="A generated dataset (rodin data synth output)."),

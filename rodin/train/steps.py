@@ -1,0 +1,129 @@
+"""The optimisation loop of the later stages (upsampler, refiner): one function, their losses plugged in.
+
+A stage gives a `draw(step, share)` that makes step `step`'s batch (a pure function of the step, drawn
+from `step_generator`, holding this process's rows `share` of the global batch) and a
+`loss(model, batch, rows)` of the global-batch rows `rows` (a micro-batch inside `share`). Everything
+else is the base stage's machinery (rodin.train.loop): accelerate, micro-batches per process, warm-up +
+cosine learning rate, gradient clipping, EMA, resumable checkpoints that the run's identity must match,
+and a CSV log.
+"""
+
+from __future__ import annotations
+
+import json
+import time
+from collections.abc import Callable
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import torch
+from accelerate import Accelerator
+from diffusers.training_utils import EMAModel
+from torch import nn
+
+from rodin.config import RefinerTrainConfig, TrainConfig
+from rodin.errors import ConfigError
+from rodin.train.loop import (
+    CHECKPOINT,
+    TrainLog,
+    check_finite,
+    load_checkpoint,
+    micro_batches,
+    save_checkpoint,
+    warmup_cosine,
+)
+
+LOG_FIELDS = ("step", "time", "loss", "lr", "step_s")
+
+
+def state_folder(out: Path, stage: str) -> Path:
+    """OUT/.STAGE_state: where a stage keeps its checkpoint, apart from the other stages in the same folder."""
+    return out / f".{stage}_state"
+
+
+def finished_figures(out: Path, record: str, identity: dict, *, stage: str) -> dict | None:
+    """The figures of a run already finished in OUT with this identity; an error if OUT holds another."""
+    path = out / record
+    if not path.is_file() or (state_folder(out, stage) / CHECKPOINT).exists():
+        return None
+    done = json.loads(path.read_text())
+    if {k: done.get(k) for k in identity} == json.loads(json.dumps(identity)):
+        return done["figures"]
+    raise ConfigError(f"{out}: holds a model trained with other settings; use another --out")
+
+
+def train_steps(
+    model: nn.Module,
+    optimizer: torch.optim.Optimizer,
+    *,
+    train: TrainConfig | RefinerTrainConfig,
+    out: Path,
+    identity: dict,
+    accelerator: Accelerator,
+    draw: Callable[[int, slice], Any],
+    loss: Callable[[nn.Module, Any, slice], torch.Tensor],
+    stage: str,
+    desc: str,
+    log: Callable[[str], None],
+    show_progress: bool,
+) -> tuple[nn.Module, EMAModel, list[float]]:
+    """Train (or resume) to `train.steps`; returns the unwrapped model, its EMA and the logged losses.
+
+    `identity` (JSON-able) is what a checkpoint must match to be resumed. The checkpoint (OUT/.STAGE_state)
+    and the log (OUT/STAGE_log.csv) are the stage's own: every stage trains into the same model folder.
+    """
+    from tqdm import tqdm
+
+    config = json.loads(json.dumps(identity))
+    ema = EMAModel(model.parameters(), decay=train.ema_decay)
+    state = state_folder(out, stage)
+    start = load_checkpoint(state, model=model, ema=ema, optimizer=optimizer, config=config)
+    if start:
+        log(f"resuming from step {start}")
+    model, optimizer = accelerator.prepare(model, optimizer)
+    unwrapped = accelerator.unwrap_model(model)
+    ema.to(accelerator.device)
+    parts = micro_batches(train.batch, accelerator)
+    share = slice(parts[0].start, parts[-1].stop)
+    train_log = TrainLog(out / f"{stage}_log.csv", LOG_FIELDS)
+    if accelerator.is_main_process:
+        train_log.truncate_after(start)
+    t0, last, running, logged = time.time(), time.time(), [], []
+    bar = tqdm(range(start, train.steps), initial=start, total=train.steps, desc=desc, unit="step",
+               disable=not (show_progress and accelerator.is_main_process))
+    model.train()
+    for step in bar:
+        batch = draw(step, share)
+        lr = train.lr * warmup_cosine(step, warmup=train.warmup, total=train.steps)
+        for group in optimizer.param_groups:
+            group["lr"] = lr
+        losses = []
+        for rows in parts:
+            with accelerator.accumulate(model):
+                with accelerator.autocast():
+                    value = loss(model, batch, rows)
+                check_finite(value, step, out)
+                accelerator.backward(value)
+                if train.grad_clip > 0 and accelerator.sync_gradients:
+                    accelerator.clip_grad_norm_(model.parameters(), train.grad_clip)
+                optimizer.step()
+                optimizer.zero_grad(set_to_none=True)
+            losses.append(value.detach().float())
+        ema.step(unwrapped.parameters())
+        running.append(accelerator.reduce(torch.stack(losses).mean(), reduction="mean").item())
+        done = step + 1
+        if accelerator.is_main_process:
+            bar.set_postfix(loss=f"{np.mean(running[-50:]):.4f}")
+            if done % train.log_every == 0 or done == train.steps:
+                now = time.time()
+                mean = float(np.mean(running))
+                logged.append(mean)
+                train_log.append(step=done, time=round(now - t0, 1), loss=mean, lr=lr,
+                                 step_s=(now - last) / max(1, len(running)))
+                running, last = [], now
+            if done % train.checkpoint_every == 0 and done < train.steps:
+                save_checkpoint(state, model=unwrapped, ema=ema, optimizer=optimizer, step=done, config=config)
+    bar.close()
+    accelerator.wait_for_everyone()
+    return unwrapped, ema, logged
