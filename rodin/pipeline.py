@@ -50,11 +50,12 @@ class Avatar:
     def turntable(self, *, frames: int = 48, resolution: int = 128, elevation: float = 10.0) -> np.ndarray:
         return self.views(count=frames, resolution=resolution, elevation=elevation)
 
-    def mesh(self, *, resolution: int = 128):
-        """A coloured trimesh.Trimesh from marching cubes on the density (small floaters removed)."""
+    def mesh(self, *, resolution: int = 128, threshold: float | None = None):
+        """A coloured trimesh.Trimesh from marching cubes on the density (small floaters removed);
+        `threshold` is the surface's density level (rodin.render.mesh.DEFAULT_THRESHOLD by default)."""
         from rodin.render.mesh import extract_mesh
 
-        return extract_mesh(self.planes, self.decoder, resolution=resolution)
+        return extract_mesh(self.planes, self.decoder, resolution=resolution, threshold=threshold)
 
     def save(self, path: Path | str) -> Path:
         """A self-contained avatar file: the tri-plane, and the decoder's weights and config beside it."""

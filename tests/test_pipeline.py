@@ -118,3 +118,18 @@ def test_eval_sheet_shows_portraits_beside_samples(tiny_model, tiny_fit_run, tmp
     assert exit_info.value.code in (0, None)
     with Image.open(out) as sheet:
         assert sheet.size == (5 * 16, 2 * 16)  # portrait + 4 angles, one conditioned and one free row
+
+
+def test_a_sample_too_faint_for_the_surface_level_still_gets_its_mesh(tiny_model, tmp_path, monkeypatch, capsys):
+    import rodin.render.mesh
+    from rodin.cli.generate import write_outputs
+
+    avatar = RodinPipeline.from_pretrained(tiny_model)(seed=5, steps=2)
+    peak = float(rodin.render.mesh.density_grid(avatar.planes, avatar.decoder, resolution=16, empty_below=0).max())
+    monkeypatch.setattr(rodin.render.mesh, "DEFAULT_THRESHOLD", 1.5 * peak)   # this field is "faint" now
+    with pytest.raises(rodin.render.mesh.FaintFieldError):
+        avatar.mesh(resolution=16)
+    write_outputs(avatar, tmp_path / "out", frames=2, resolution=12, mesh_resolution=16, mesh=True)
+    assert (tmp_path / "out" / "mesh.glb").stat().st_size > 0
+    note = capsys.readouterr().err
+    assert "note: the field is empty" in note and "mesh.glb drawn at density" in note

@@ -27,6 +27,21 @@ def _options_check(out: Path, image: Path | None) -> None:
         refuse_overwriting(out, image, OUTPUT_NAMES, what="input")
 
 
+def faint_aware_mesh(avatar, *, resolution: int):
+    """The avatar's mesh at the usual surface level; a sample too faint to reach it (an under-trained model
+    draws such fog) is meshed at half its peak density instead, with a note, rather than losing the files."""
+    from rodin.render.mesh import FaintFieldError
+
+    try:
+        return avatar.mesh(resolution=resolution)
+    except FaintFieldError as err:
+        if not err.peak > 1e-3:
+            raise                                   # nothing there at all: no mesh to draw
+        level = err.peak / 2
+        typer.echo(f"note: {err}; mesh.glb drawn at density {level:.3g} instead (a faint, foggy sample)", err=True)
+        return avatar.mesh(resolution=resolution, threshold=level)
+
+
 def write_outputs(avatar, out: Path, *, frames: int, resolution: int, mesh_resolution: int, mesh: bool,
                   portrait: Path | None = None, before=None) -> None:
     """avatar.safetensors, turntable.mp4/.gif, views.png, mesh.glb; compare.png beside a portrait
@@ -54,7 +69,7 @@ def write_outputs(avatar, out: Path, *, frames: int, resolution: int, mesh_resol
         pairs = [np.concatenate([was[k], views[k]], axis=0) for k in (0, 1, 7)]
         write_atomic(out / "compare.png", png_bytes(np.concatenate(pairs, axis=1)))
     if mesh:
-        write_mesh(avatar.mesh(resolution=mesh_resolution), out / "mesh.glb")
+        write_mesh(faint_aware_mesh(avatar, resolution=mesh_resolution), out / "mesh.glb")
     typer.echo(f"wrote {out}/: " + ", ".join(sorted(p.name for p in out.iterdir() if not p.name.startswith("."))))
 
 

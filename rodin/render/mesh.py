@@ -166,6 +166,14 @@ def vertex_colours(planes: Tensor, decoder: TriplaneDecoder, vertices: np.ndarra
     return out
 
 
+class FaintFieldError(FitError):
+    """No surface at the level asked for: the densest point of the field is below it (`peak`)."""
+
+    def __init__(self, message: str, *, peak: float) -> None:
+        super().__init__(message)
+        self.peak = peak
+
+
 @torch.no_grad()
 def extract_mesh(planes: Tensor, decoder: TriplaneDecoder, *, resolution: int = 128, threshold: float | None = None,
                  min_component_fraction: float = 0.01, colour_samples: int = 8,
@@ -186,11 +194,15 @@ def extract_mesh(planes: Tensor, decoder: TriplaneDecoder, *, resolution: int = 
         raise ValueError(f"threshold must be a positive density, got {threshold}")
     grid = density_grid(planes, decoder, resolution=resolution, empty_below=level / 8, chunk=chunk)
     peak, low = float(grid.max()), float(grid.min())
+    if peak < level:
+        # The coarse pass can skip a small or faint dense region whole: decode every node before giving up.
+        grid = density_grid(planes, decoder, resolution=resolution, chunk=chunk)
+        peak, low = float(grid.max()), float(grid.min())
     if not np.isfinite(grid).all():
         raise FitError("the tri-plane decodes to non-finite density; it cannot be meshed")
     if peak < level:
-        raise FitError(f"the field is empty: its density peaks at {peak:.3g}, below the surface level "
-                       f"{level:.3g}; is this tri-plane fitted? (or pass a lower threshold)")
+        raise FaintFieldError(f"the field is empty: its density peaks at {peak:.3g}, below the surface level "
+                              f"{level:.3g}; is this tri-plane fitted? (or pass a lower threshold)", peak=peak)
     if low >= level:
         raise FitError(f"the field is opaque everywhere (density at least {low:.3g} >= level {level:.3g}); "
                        "there is no surface to mesh")
