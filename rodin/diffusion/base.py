@@ -52,6 +52,17 @@ def diffusion_target(scheduler: DDPMScheduler, clean: Tensor, noise: Tensor, tim
     return clean
 
 
+def register_plane_stats(module: nn.Module, channels: int) -> None:
+    """Per-channel tri-plane mean and std as buffers: saved with the weights, so a model normalises alone."""
+    module.register_buffer("plane_mean", torch.zeros(channels))
+    module.register_buffer("plane_std", torch.ones(channels))
+
+
+def set_plane_stats(module: nn.Module, mean: Tensor, std: Tensor) -> None:
+    module.plane_mean.copy_(mean)
+    module.plane_std.copy_(std.clamp_min(1e-6))
+
+
 class BaseDiffusion(nn.Module):
     """Denoises roll-outs of normalised base-resolution tri-planes, conditioned on z."""
 
@@ -59,9 +70,7 @@ class BaseDiffusion(nn.Module):
         super().__init__()
         self.config = config
         self.unet = TriplaneUNet(config.unet)
-        channels = config.unet.channels
-        self.register_buffer("plane_mean", torch.zeros(channels))
-        self.register_buffer("plane_std", torch.ones(channels))
+        register_plane_stats(self, config.unet.channels)
         self.noise = training_scheduler(config.diffusion)
         sampling_scheduler(config.diffusion)  # fail on a bad sampler name now, not after training
 
@@ -69,9 +78,7 @@ class BaseDiffusion(nn.Module):
     def latent_dim(self) -> int:
         return self.config.unet.latent_dim
 
-    def set_stats(self, mean: Tensor, std: Tensor) -> None:
-        self.plane_mean.copy_(mean)
-        self.plane_std.copy_(std.clamp_min(1e-6))
+    set_stats = set_plane_stats
 
     def normalise(self, planes: Tensor) -> Tensor:
         """(B, 3, C, H, W) tri-planes -> (B, C, H, 3W) normalised roll-outs."""

@@ -19,7 +19,13 @@ from torch import Tensor, nn
 
 from rodin.config import UpsamplerConfig
 from rodin.diffusion.aware_conv import TriplaneConv
-from rodin.diffusion.base import diffusion_target, sampling_scheduler, training_scheduler
+from rodin.diffusion.base import (
+    diffusion_target,
+    register_plane_stats,
+    sampling_scheduler,
+    set_plane_stats,
+    training_scheduler,
+)
 from rodin.diffusion.unet import TriplaneUNet, check_unet_config
 from rodin.errors import ConfigError
 from rodin.triplane.triplane import resize_planes, roll_in, roll_out
@@ -65,8 +71,7 @@ class UpsamplerDiffusion(nn.Module):
         self.unet = TriplaneUNet(replace(u, channels=2 * u.channels, latent_dim=u.latent_dim + 1))
         self.unet.conv_out = TriplaneConv(self.unet.conv_out.local.in_channels, u.channels,
                                           aware=u.conv == "aware").zero_()
-        self.register_buffer("plane_mean", torch.zeros(u.channels))
-        self.register_buffer("plane_std", torch.ones(u.channels))
+        register_plane_stats(self, u.channels)
         self.noise = training_scheduler(config.diffusion)
         sampling_scheduler(config.diffusion)  # fail on a bad sampler name now, not after training
 
@@ -74,9 +79,7 @@ class UpsamplerDiffusion(nn.Module):
     def latent_dim(self) -> int:
         return self.config.unet.latent_dim
 
-    def set_stats(self, mean: Tensor, std: Tensor) -> None:
-        self.plane_mean.copy_(mean)
-        self.plane_std.copy_(std.clamp_min(1e-6))
+    set_stats = set_plane_stats
 
     def normalise(self, planes: Tensor) -> Tensor:
         """(B, 3, C, H, W) tri-planes at any side -> normalised planes of the same shape."""
