@@ -238,6 +238,25 @@ class RefinerTrainConfig:
 
 
 @dataclass(frozen=True)
+class JudgeTrainConfig:
+    """Training of the attribute judge that referees the evaluation (rodin.semantic.judge)."""
+
+    steps: int = 1000                 # the shipped small judge's (models/small-text/MODEL_CARD.md)
+    batch: int = 64                   # images per step
+    seed: int = 0
+
+
+@dataclass(frozen=True)
+class EvalConfig:
+    """What `rodin train all` measures at the end: `rodin eval samples` with the judge's features."""
+
+    samples: int = 64                 # unconditional samples against the held-out (val/test) subjects
+    views: int = 1                    # views per avatar besides the portrait camera
+    resolution: int = 64              # side of every compared image, pixels
+    seed: int = 0
+
+
+@dataclass(frozen=True)
 class Preset:
     name: str
     data: DataConfig = field(default_factory=DataConfig)
@@ -255,6 +274,8 @@ class Preset:
     train_upsampler: TrainConfig = field(default_factory=TrainConfig)
     refiner: RefinerConfig = field(default_factory=RefinerConfig)
     train_refiner: RefinerTrainConfig = field(default_factory=RefinerTrainConfig)
+    train_judge: JudgeTrainConfig = field(default_factory=JudgeTrainConfig)
+    eval: EvalConfig = field(default_factory=EvalConfig)
 
 
 PRESETS: dict[str, Preset] = {
@@ -289,6 +310,8 @@ PRESETS: dict[str, Preset] = {
         refiner=RefinerConfig(scale=2, width=16, blocks=2),
         train_refiner=RefinerTrainConfig(steps=200, batch=8, patch=8, lr=2e-3, warmup=10, ema_decay=0.99,
                                          subjects=8, views=8, checkpoint_every=50, log_every=10),
+        train_judge=JudgeTrainConfig(steps=100, batch=16),
+        eval=EvalConfig(samples=8, resolution=32),
     ),
     "small": Preset(
         name="small",
@@ -378,6 +401,21 @@ def from_dict(cls: type[T], values: dict[str, Any]) -> T:
         else:
             kwargs[name] = _check_type(cls.__name__, name, default, value)
     return cls(**kwargs)
+
+
+def parse_settings(settings: list[str], *, flag: str = "--set") -> dict[str, Any]:
+    """KEY=VALUE words (a command line's repeatable `--set`) to a dict; VALUE is read as JSON (numbers,
+    true/false), else kept as text. The keys are checked later, by `from_dict` on the config they change."""
+    out: dict[str, Any] = {}
+    for word in settings:
+        key, sep, value = word.partition("=")
+        if not sep or not key.strip():
+            raise ConfigError(f"{flag} expects KEY=VALUE, got {word!r}")
+        try:
+            out[key.strip()] = json.loads(value)
+        except json.JSONDecodeError:
+            out[key.strip()] = value
+    return out
 
 
 def to_dict(config: Any) -> dict[str, Any]:

@@ -39,16 +39,20 @@ class Avatar:
     render_config: RenderConfig
     info: dict = field(default_factory=dict)  # how it was made (seed, input image, guidance, model)
     latent: torch.Tensor | None = None        # (D,) the z it was drawn for, so that it can be edited later
+    refiner: Any | None = None                # stage 4 (rodin.refine.network.Refiner), when the model has one
 
-    def views(self, *, count: int = 8, resolution: int = 128, elevation: float = 10.0) -> np.ndarray:
-        """(count, R, R, 3) uint8 views evenly spaced around the avatar, the first from the front."""
+    def views(self, *, count: int = 8, resolution: int = 128, elevation: float = 10.0,
+              refine: bool = True) -> np.ndarray:
+        """(count, R, R, 3) uint8 views evenly spaced around the avatar, the first from the front. With a
+        refiner (and `refine`), rendered `scale` times smaller and enlarged by it when the scale divides R."""
         from rodin.render.turntable import render_turntable
 
         return render_turntable(self.planes, self.decoder, self.render_config, frames=count, resolution=resolution,
-                                elevation=elevation)
+                                elevation=elevation, refiner=self.refiner if refine else None)
 
-    def turntable(self, *, frames: int = 48, resolution: int = 128, elevation: float = 10.0) -> np.ndarray:
-        return self.views(count=frames, resolution=resolution, elevation=elevation)
+    def turntable(self, *, frames: int = 48, resolution: int = 128, elevation: float = 10.0,
+                  refine: bool = True) -> np.ndarray:
+        return self.views(count=frames, resolution=resolution, elevation=elevation, refine=refine)
 
     def mesh(self, *, resolution: int = 128, threshold: float | None = None):
         """A coloured trimesh.Trimesh from marching cubes on the density (small floaters removed);
@@ -58,7 +62,8 @@ class Avatar:
         return extract_mesh(self.planes, self.decoder, resolution=resolution, threshold=threshold)
 
     def save(self, path: Path | str) -> Path:
-        """A self-contained avatar file: the tri-plane, and the decoder's weights and config beside it."""
+        """A self-contained avatar file: the tri-plane, and the decoder's (and refiner's) weights and
+        configs beside it."""
         path = Path(path)
         tensors = {"planes": self.planes.detach().float().contiguous().cpu()}
         if self.latent is not None:
@@ -70,6 +75,10 @@ class Avatar:
             "render_config": json.dumps(asdict(self.render_config)),
             "info": json.dumps(self.info),
         }
+        if self.refiner is not None:
+            tensors.update({f"refiner.{k}": v.detach().contiguous().cpu()
+                            for k, v in self.refiner.state_dict().items()})
+            metadata["refiner_config"] = json.dumps(asdict(self.refiner.config))
         write_atomic(path, save(tensors, metadata=metadata))
         return path
 
@@ -77,6 +86,8 @@ class Avatar:
     def load(cls, path: Path | str) -> Avatar:
         from safetensors import safe_open
 
+        from rodin.config import RefinerConfig
+        from rodin.refine.network import Refiner
         from rodin.triplane.decoder import TriplaneDecoder
 
         path = Path(path)
@@ -95,6 +106,11 @@ class Avatar:
             render = from_dict(RenderConfig, json.loads(metadata["render_config"]))
             info = json.loads(metadata.get("info", "{}"))
             decoder.load_state_dict({k[8:]: v for k, v in tensors.items() if k.startswith("decoder.")})
+            refiner = None
+            if "refiner_config" in metadata:
+                refiner = Refiner(from_dict(RefinerConfig, json.loads(metadata["refiner_config"])))
+                refiner.load_state_dict({k[8:]: v for k, v in tensors.items() if k.startswith("refiner.")})
+                refiner.eval()
         except (KeyError, ValueError, RuntimeError, ConfigError) as err:
             raise DataError(f"{path}: damaged avatar file ({err})") from None
         planes = tensors["planes"]
@@ -105,7 +121,7 @@ class Avatar:
         latent = tensors.get("latent")
         if latent is not None and (latent.ndim != 1 or not torch.isfinite(latent).all()):
             raise DataError(f"{path}: damaged avatar file (its z is not a finite vector)")
-        return cls(planes, decoder.eval(), render, info, latent=latent)
+        return cls(planes, decoder.eval(), render, info, latent=latent, refiner=refiner)
 
 
 def write_model_index(folder: Path, *, render: RenderConfig, preset: str, components: dict[str, str]) -> None:
@@ -121,10 +137,12 @@ class RodinPipeline:
     """Generation from a model folder. Keyword-only calls; see the module docstring."""
 
     def __init__(self, *, decoder, render: RenderConfig, base=None, encoder=None, semantic=None, prior=None,
-                 path: Path | None = None) -> None:
+                 upsampler=None, refiner=None, path: Path | None = None) -> None:
         self.decoder = decoder.eval()
         self.render = render
         self.base = base.eval() if base is not None else None
+        self.upsampler = upsampler.eval() if upsampler is not None else None   # stage 3: base planes to full size
+        self.refiner = refiner.eval() if refiner is not None else None         # stage 4: renders to 4x images
         self.encoder = encoder            # the legacy pixel-PCA portrait encoder (models without `semantic`)
         self.semantic = semantic          # the image-text encoder z lives in (rodin.semantic.space)
         self.prior = prior.eval() if prior is not None else None
@@ -136,13 +154,17 @@ class RodinPipeline:
     def from_pretrained(cls, path: Path | str, *, allow_pickle: bool = False) -> RodinPipeline:
         """Load a model folder. Weights are read from safetensors only; `allow_pickle=True` also reads a
         component's pickled weights (.pt/.pth/.bin), which can run code: only for files you trust."""
-        from rodin.config import PriorConfig
+        from rodin.config import PriorConfig, RefinerConfig, UpsamplerConfig
         from rodin.diffusion.base import KIND as BASE_KIND
         from rodin.diffusion.base import BaseDiffusion
         from rodin.diffusion.prior import KIND as PRIOR_KIND
         from rodin.diffusion.prior import LatentPrior
+        from rodin.diffusion.upsampler import KIND as UPSAMPLER_KIND
+        from rodin.diffusion.upsampler import UpsamplerDiffusion
         from rodin.fit.run import DECODER_KIND
         from rodin.modeling import load_component
+        from rodin.refine.network import KIND as REFINER_KIND
+        from rodin.refine.network import Refiner
         from rodin.semantic.loading import load_semantic
         from rodin.semantic.pixel_encoder import KIND as LATENT_KIND
         from rodin.semantic.pixel_encoder import PixelEncoder, PixelEncoderConfig
@@ -167,7 +189,7 @@ class RodinPipeline:
             raise DataError(f"{index_path}: names no decoder")
         trust = {"allow_pickle": allow_pickle}
         decoder = load_component(TriplaneDecoder, DecoderConfig, part("decoder"), kind=DECODER_KIND, **trust)
-        base = encoder = semantic = prior = None
+        base = encoder = semantic = prior = upsampler = refiner = None
         if part("base") is not None:
             base = load_component(BaseDiffusion, BaseModelConfig, part("base"), kind=BASE_KIND, **trust)
         if part("latent") is not None:
@@ -176,11 +198,17 @@ class RodinPipeline:
             semantic = load_semantic(part("semantic"))
         if part("prior") is not None:
             prior = load_component(LatentPrior, PriorConfig, part("prior"), kind=PRIOR_KIND, **trust)
+        if part("upsampler") is not None:
+            upsampler = load_component(UpsamplerDiffusion, UpsamplerConfig, part("upsampler"), kind=UPSAMPLER_KIND,
+                                       **trust)
+        if part("refiner") is not None:
+            refiner = load_component(Refiner, RefinerConfig, part("refiner"), kind=REFINER_KIND, **trust)
         if base is not None and semantic is not None and semantic.dim != base.latent_dim:
             raise DataError(f"{path}: its semantic encoder makes {semantic.dim}-d z but its base model reads "
                             f"{base.latent_dim}-d z; retrain the base model with this encoder")
+        _check_stages_fit(path, decoder, base, upsampler, refiner)
         return cls(decoder=decoder, render=render, base=base, encoder=encoder, semantic=semantic, prior=prior,
-                   path=path)
+                   upsampler=upsampler, refiner=refiner, path=path)
 
     # --- where z comes from -------------------------------------------------------------------------
     def encode_image(self, image: Path | str | np.ndarray | torch.Tensor) -> torch.Tensor:
@@ -240,9 +268,10 @@ class RodinPipeline:
     @torch.no_grad()
     def __call__(self, *, image: Path | str | np.ndarray | torch.Tensor | None = None, prompt: str | None = None,
                  edit: str | None = None, strength: float = 1.0, seed: int = 0, guidance_scale: float | None = None,
-                 steps: int | None = None, sampler: str | None = None) -> Avatar:
+                 steps: int | None = None, sampler: str | None = None, upsample: bool = True) -> Avatar:
         """One avatar from a portrait (`image`), a sentence (`prompt`), or nothing but `seed`; `edit` then
-        moves it in words ("with red hair") by `strength`."""
+        moves it in words ("with red hair") by `strength`. `upsample=False` skips the upsampler (stage 3)
+        of a model that has one and keeps the base tri-plane."""
         if image is not None and prompt is not None:
             raise ConfigError("give a portrait or a prompt, not both (to change a portrait in words, use an edit)")
         if self.base is None:
@@ -263,22 +292,31 @@ class RodinPipeline:
             latent = self.edit_latent(latent, edit, strength=strength)
         info = {"seed": int(seed), "image": str(image) if isinstance(image, (str, Path)) else None,
                 "prompt": prompt, "edit": edit, "strength": float(strength) if edit is not None else None}
-        return self.sample(latent, seed=seed, guidance_scale=guidance_scale, steps=steps, sampler=sampler, info=info)
+        return self.sample(latent, seed=seed, guidance_scale=guidance_scale, steps=steps, sampler=sampler, info=info,
+                           upsample=upsample)
 
     @torch.no_grad()
     def sample(self, latent: torch.Tensor | None, *, seed: int = 0, guidance_scale: float | None = None,
-               steps: int | None = None, sampler: str | None = None, info: dict | None = None) -> Avatar:
-        """The avatar the base model draws for z (None: unconditional) with the noise of `seed`."""
+               steps: int | None = None, sampler: str | None = None, info: dict | None = None,
+               upsample: bool = True) -> Avatar:
+        """The avatar the base model draws for z (None: unconditional) with the noise of `seed`, enlarged
+        by the upsampler when the model has one (and `upsample`)."""
         generator = torch.Generator().manual_seed(int(seed))
         planes = self.base.sample(latent, count=1, steps=steps, guidance_scale=guidance_scale, sampler=sampler,
                                   generator=generator)
+        upsampled = upsample and self.upsampler is not None
+        if upsampled:
+            # Its own noise: the base tri-plane of a seed stays the same with or without this stage.
+            planes = self.upsampler.sample(planes, latent, generator=_upsampler_generator(seed))
         if not torch.isfinite(planes).all():
             raise DataError("sampling produced NaN or infinity; try another seed or fewer guidance")
         info = {**(info or {}), "seed": int(seed),
                 "guidance_scale": guidance_scale if guidance_scale is not None
                 else self.base.config.diffusion.guidance_scale,
-                "steps": steps or self.base.config.diffusion.sample_steps, "model": str(self.path)}
-        return Avatar(planes[0], self.decoder, self.render, info, latent=None if latent is None else latent[0])
+                "steps": steps or self.base.config.diffusion.sample_steps, "upsampled": upsampled,
+                "model": str(self.path)}
+        return Avatar(planes[0], self.decoder, self.render, info, latent=None if latent is None else latent[0],
+                      refiner=self.refiner)
 
     def edit(self, avatar: Avatar, *, edit: str, strength: float = 1.0, guidance_scale: float | None = None,
              steps: int | None = None) -> Avatar:
@@ -295,6 +333,29 @@ class RodinPipeline:
                            guidance_scale=guidance_scale if guidance_scale is not None
                            else avatar.info.get("guidance_scale"),
                            steps=steps or avatar.info.get("steps"), info=info)
+
+
+def _check_stages_fit(path: Path, decoder, base, upsampler, refiner) -> None:
+    """The stages of one model folder must have been trained for each other: fail at load, not mid-call."""
+    channels = decoder.config.features
+    for name, model in (("base", base), ("upsampler", upsampler)):
+        if model is not None and model.config.unet.channels != channels:
+            raise DataError(f"{path}: its {name} model makes {model.config.unet.channels}-channel planes but its "
+                            f"decoder reads {channels}; they were not trained together")
+    if base is not None and upsampler is not None and upsampler.config.base_resolution != base.config.unet.resolution:
+        raise DataError(f"{path}: its upsampler reads base planes of side {upsampler.config.base_resolution} "
+                        f"but its base model makes {base.config.unet.resolution}; retrain one of them")
+    if base is not None and upsampler is not None and upsampler.latent_dim != base.latent_dim:
+        raise DataError(f"{path}: its upsampler reads {upsampler.latent_dim}-d z but its base model "
+                        f"{base.latent_dim}-d z; retrain the upsampler with the same encoder")
+    extra = getattr(decoder.config, "extra_features", 0)
+    if refiner is not None and refiner.config.in_channels != 3 + extra:
+        raise DataError(f"{path}: its refiner reads {refiner.config.in_channels} channels but its decoder renders "
+                        f"{3 + extra}; retrain the refiner with this decoder")
+
+
+def _upsampler_generator(seed: int) -> torch.Generator:
+    return torch.Generator().manual_seed(int(seed) * 6151 + 524287)
 
 
 def _prior_generator(seed: int) -> torch.Generator:

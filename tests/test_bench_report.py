@@ -125,10 +125,10 @@ def test_record_names_and_provenance():
 
 
 def test_bench_fit_overrides_are_checked_before_any_work(tmp_path, monkeypatch, capsys):
-    from rodin.bench.cli import parse_overrides
     from rodin.cli.main import main
+    from rodin.config import parse_settings
 
-    assert parse_overrides(["plane_lr=0.04", "patch=1", "ssim_weight=0"]) == {"plane_lr": 0.04, "patch": 1,
+    assert parse_settings(["plane_lr=0.04", "patch=1", "ssim_weight=0"]) == {"plane_lr": 0.04, "patch": 1,
                                                                              "ssim_weight": 0}
     monkeypatch.setenv(RESULTS_ENV, str(tmp_path / "results"))
     for args, words in ((["fit", "--set", "plane_rate=0.04"], "unknown key 'plane_rate'"),

@@ -133,3 +133,88 @@ def test_a_sample_too_faint_for_the_surface_level_still_gets_its_mesh(tiny_model
     assert (tmp_path / "out" / "mesh.glb").stat().st_size > 0
     note = capsys.readouterr().err
     assert "note: the field is empty" in note and "mesh.glb drawn at density" in note
+
+
+@pytest.fixture(scope="module")
+def staged_model(tiny_model, tmp_path_factory):
+    """The tiny model plus stage 3 and 4 components (untrained: the plumbing is under test, not their skill).
+    The refiner's last layer gets small random weights so that it differs from plain enlargement."""
+    import shutil
+
+    from rodin.diffusion.upsampler import KIND as UPSAMPLER_KIND
+    from rodin.diffusion.upsampler import UpsamplerDiffusion
+    from rodin.modeling import save_component
+    from rodin.pipeline import write_model_index
+    from rodin.refine.network import KIND as REFINER_KIND
+    from rodin.refine.network import Refiner
+
+    preset = get_preset("tiny")
+    out = tmp_path_factory.mktemp("staged") / "tiny"
+    shutil.copytree(tiny_model, out)
+    torch.manual_seed(0)
+    save_component(UpsamplerDiffusion(preset.upsampler), out / "upsampler", kind=UPSAMPLER_KIND)
+    refiner = Refiner(preset.refiner)
+    torch.nn.init.normal_(refiner.tail.weight, std=0.05)
+    save_component(refiner, out / "refiner", kind=REFINER_KIND)
+    write_model_index(out, render=preset.render, preset="tiny",
+                      components={"upsampler": "upsampler", "refiner": "refiner"})
+    return out
+
+
+def test_pipeline_runs_the_upsampler_after_the_base_model(staged_model):
+    pipe = RodinPipeline.from_pretrained(staged_model)
+    assert pipe.upsampler is not None and pipe.refiner is not None
+    full = pipe.upsampler.config.unet.resolution
+    avatar = pipe(seed=4, steps=2)
+    assert avatar.planes.shape == (3, pipe.decoder.config.features, full, full)
+    assert avatar.info["upsampled"] and torch.isfinite(avatar.planes).all()
+    base_only = pipe(seed=4, steps=2, upsample=False)
+    side = pipe.base.config.unet.resolution
+    assert base_only.planes.shape[-1] == side < full and not base_only.info["upsampled"]
+    # The upsampler draws its own noise: the seed's base tri-plane is the same with or without it.
+    generator = torch.Generator().manual_seed(4)
+    again = pipe.base.sample(None, count=1, steps=2, generator=generator)
+    assert torch.equal(again[0], base_only.planes)
+
+
+def test_refined_views_render_fewer_rays_and_enlarge_them(staged_model, tmp_path):
+    import torch.nn.functional as F
+
+    from rodin.io import to_uint8
+    from rodin.render.cameras import DEFAULT_FOV_X, turntable_cameras
+    from rodin.render.volume import render_with_features
+
+    pipe = RodinPipeline.from_pretrained(staged_model)
+    avatar = pipe(seed=4, steps=2)
+    scale = pipe.refiner.config.scale
+    refined = avatar.views(count=2, resolution=8 * scale)
+    plain = avatar.views(count=2, resolution=8 * scale, refine=False)
+    assert refined.shape == plain.shape == (2, 8 * scale, 8 * scale, 3)
+    # What the refiner read: the same views rendered `scale` times smaller.
+    low = render_with_features(avatar.planes, avatar.decoder, turntable_cameras(2, elevation_deg=10.0),
+                               DEFAULT_FOV_X, 8, render=avatar.render_config)
+    with torch.no_grad():
+        expected = pipe.refiner.refine(low)
+    assert np.array_equal(refined, to_uint8(expected.permute(0, 2, 3, 1).numpy()))
+    bicubic = F.interpolate(low[:, :3], scale_factor=scale, mode="bicubic", align_corners=False).clamp(0, 1)
+    assert not np.array_equal(refined, to_uint8(bicubic.permute(0, 2, 3, 1).numpy()))   # the refiner did work
+    # A resolution the scale does not divide falls back to rendering every pixel.
+    assert np.array_equal(avatar.views(count=1, resolution=8 * scale + 1),
+                          avatar.views(count=1, resolution=8 * scale + 1, refine=False))
+    # The avatar file carries its refiner: the loaded avatar renders the same refined views.
+    loaded = Avatar.load(avatar.save(tmp_path / "staged.safetensors"))
+    assert loaded.refiner is not None
+    assert np.array_equal(loaded.views(count=2, resolution=8 * scale), refined)
+
+
+def test_stages_trained_apart_are_refused_at_load(staged_model, tmp_path):
+    import json
+    import shutil
+
+    broken = tmp_path / "broken"
+    shutil.copytree(staged_model, broken)
+    config = json.loads((broken / "upsampler" / "config.json").read_text())
+    config["config"]["base_resolution"] //= 2
+    (broken / "upsampler" / "config.json").write_text(json.dumps(config))
+    with pytest.raises(DataError, match="upsampler reads base planes of side"):
+        RodinPipeline.from_pretrained(broken)

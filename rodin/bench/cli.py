@@ -12,22 +12,6 @@ import shlex
 REPORT = "report"
 
 
-def parse_overrides(settings: list[str]) -> dict:
-    """KEY=VALUE words to a dict; VALUE is read as JSON (numbers, true/false), else kept as text."""
-    from rodin.errors import ConfigError
-
-    out: dict = {}
-    for word in settings:
-        key, sep, value = word.partition("=")
-        if not sep or not key.strip():
-            raise ConfigError(f"--set expects KEY=VALUE, got {word!r}")
-        try:
-            out[key.strip()] = json.loads(value)
-        except json.JSONDecodeError:
-            out[key.strip()] = value
-    return out
-
-
 def run_command(name: str, *, quick: bool = False, steps: int | None = None, subjects: int | None = None,
                 settings: list[str] | None = None, record: bool = True) -> None:
     from rich.console import Console
@@ -35,6 +19,7 @@ def run_command(name: str, *, quick: bool = False, steps: int | None = None, sub
 
     from rodin.bench import run_benchmark
     from rodin.bench.record import provenance, record_name, write_record
+    from rodin.config import parse_settings
     from rodin.errors import ConfigError
 
     if name == REPORT:
@@ -44,7 +29,7 @@ def run_command(name: str, *, quick: bool = False, steps: int | None = None, sub
         print(json.dumps({"report": str(written.path), "records": written.records}), flush=True)
         return
     options: dict = {"quick": quick}
-    overrides = parse_overrides(settings or [])
+    overrides = parse_settings(settings or [])
     if name != "fit" and (steps is not None or subjects is not None or overrides):
         raise ConfigError("--steps, --subjects and --set apply to `rodin bench fit` only")
     if steps is not None:
@@ -73,4 +58,4 @@ def run_command(name: str, *, quick: bool = False, steps: int | None = None, sub
     print(json.dumps(result.figures), flush=True)
 
 
-__all__ = ["REPORT", "parse_overrides", "run_command"]
+__all__ = ["REPORT", "run_command"]

@@ -7,7 +7,7 @@ from pathlib import Path
 
 import typer
 
-from rodin.config import get_preset
+from rodin.config import FitConfig, from_dict, get_preset, parse_settings
 
 
 def fit(
@@ -32,6 +32,9 @@ def fit(
     shard: str | None = typer.Option(None, "--shard", help="I/N: fit only shard I (from 0) of N of the "
                                      "frozen-decoder stage, into OUT/shards/I-of-N (default under "
                                      "accelerate launch / torchrun: this process's rank of the world)."),
+    settings: list[str] = typer.Option([], "--set", help="A FitConfig field, KEY=VALUE (repeatable), e.g. "
+                                       "--set samples=12; a resumed run records earlier settings in "
+                                       "OUT/fit_config.json."),
 ) -> None:
     """Fit a tri-plane per subject with one shared MLP decoder; resumes an interrupted run.
 
@@ -48,6 +51,9 @@ def fit(
     if up not in ("auto", "y", "z"):
         raise ConfigError(f"--up must be auto, y or z, got {up!r}")
     chosen = get_preset(preset)
+    changes = parse_settings(settings)
+    if changes:
+        chosen = dataclasses.replace(chosen, fit=from_dict(FitConfig, {**dataclasses.asdict(chosen.fit), **changes}))
     if steps is not None:
         if steps < 1:
             raise ConfigError("--steps must be at least 1")

@@ -18,6 +18,9 @@ def render(
     resolution: int = typer.Option(128, "--resolution", min=8, max=2048, help="Image side, pixels."),
     elevation: float = typer.Option(10.0, "--elevation", help="Camera elevation, degrees."),
     preset: str = typer.Option("small", "--preset", help="Render settings of this preset."),
+    refine: bool = typer.Option(True, "--refine/--no-refine", help="An avatar made by a model with a refiner "
+                                "(stage 4): render smaller and let it enlarge (default), or volume-render "
+                                "every pixel."),
 ) -> None:
     """Render an avatar or a fitted tri-plane: a turntable video or a grid of views."""
     from rodin.cli.export import fitted_row, open_run
@@ -27,18 +30,20 @@ def render(
     if out.suffix.lower() not in VIDEO_SUFFIXES + IMAGE_SUFFIXES:
         raise DataError(f"{out}: unknown output type {out.suffix!r}; use .mp4, .gif or .png")
     render_config = get_preset(preset).render
+    refiner = None
     if run.is_file():
         from rodin.pipeline import Avatar
 
         avatar = Avatar.load(run)
         planes, decoder, name = avatar.planes, avatar.decoder, run.stem
         render_config = avatar.render_config
+        refiner = avatar.refiner if refine else None
     else:
         store, decoder = open_run(run)
         row = fitted_row(store, run, subject)
         planes, name = store.get(row), store.ids[row]
     images = render_turntable(planes, decoder, render_config, frames=frames, resolution=resolution,
-                              elevation=elevation, progress=True)
+                              elevation=elevation, progress=True, refiner=refiner)
     write_frames(images, out)
     typer.echo(f"wrote {out} ({name}, {frames} frames at {resolution}²)")
 

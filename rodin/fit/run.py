@@ -228,10 +228,10 @@ def fit_dataset(
         raise ConfigError(f"{world.size} processes without a shard fit only the joint stage: pass joint_only "
                           "(`rodin fit --joint-only`), then fit the frozen stage in shards")
     if world.main:
-        write_json(out / "fit_config.json", {"data": str(data), "preset": preset.name,
-                                             "fit": asdict(config), "triplane": asdict(tri),
-                                             "decoder": asdict(preset.decoder), "render": asdict(preset.render),
-                                             "load": asdict(options), "pretrained_decoder": str(decoder_path or "")})
+        run_config = {"data": str(data), "preset": preset.name, "fit": asdict(config), "triplane": asdict(tri),
+                      "decoder": asdict(preset.decoder), "render": asdict(preset.render), "load": asdict(options),
+                      "pretrained_decoder": str(decoder_path or "")}
+        write_json(out / "fit_config.json", _with_history(out, run_config))
         store = TriplaneStore.create(out / "triplanes", [s.id for s in sources], [s.split for s in sources],
                                      (3, tri.channels, tri.resolution, tri.resolution))
     world.barrier()
@@ -321,6 +321,22 @@ def fit_dataset(
     metrics["stats_channels"] = int(stats.mean.numel())
     write_json(out / "metrics.json", metrics)
     return metrics
+
+
+def _with_history(out: Path, run_config: dict) -> dict:
+    """The run's config, keeping the fit settings an interrupted run used before it was resumed with
+    others (`rodin fit --set`), and how many subjects were finished under each, so that the folder
+    says how every subject was fitted."""
+    path = out / "fit_config.json"
+    try:
+        earlier = json.loads(path.read_text())
+        done = sum(map(bool, json.loads((out / "triplanes" / "subjects.json").read_text())["done"]))
+    except (OSError, ValueError, KeyError, TypeError):
+        return run_config
+    history = list(earlier.get("fit_history", []))
+    if earlier.get("fit") != run_config["fit"] and done:
+        history.append({"fit": earlier.get("fit"), "subjects_done_before_change": done})
+    return {**run_config, "fit_history": history} if history else run_config
 
 
 def _frozen_stage(batches, origin, store, decoder, template, preset, record, load_rows, log, show_progress) -> int:

@@ -19,8 +19,7 @@ from rodin.config import RenderConfig
 from rodin.errors import DataError
 from rodin.fit.run import list_sources
 from rodin.fit.store import TriplaneStore
-from rodin.render.cameras import camera_rays
-from rodin.render.volume import occupancy_from_density, render_rays
+from rodin.render.volume import render_with_features
 from rodin.triplane.decoder import TriplaneDecoder
 
 SMALLEST_RENDER = 4     # pixels a side
@@ -31,22 +30,6 @@ class RefinerPairs:
     inputs: torch.Tensor     # (N, 3 + E, h, h) renders: RGB on the background, then extra features
     targets: torch.Tensor    # (N, 3, s*h, s*h) ground-truth views on the same background
     subjects: list[str]      # one per pair
-
-
-@torch.no_grad()
-def render_with_features(planes: torch.Tensor, decoder: TriplaneDecoder, c2w: torch.Tensor, fov_x: float,
-                         resolution: int, *, render: RenderConfig, chunk: int = 16384) -> torch.Tensor:
-    """(V, 3 + E, R, R) renders of one tri-plane (3, C, H, W): RGB and the decoder's extra channels."""
-    occupancy = occupancy_from_density(planes[None], decoder, resolution=render.occupancy_resolution,
-                                       threshold=render.occupancy_threshold)
-    flat = camera_rays(c2w, fov_x, resolution).reshape(-1)
-    parts = []
-    for start in range(0, len(flat), chunk):
-        out = render_rays(planes, decoder, flat[start:start + chunk], samples=render.samples,
-                          importance=render.importance, occupancy=occupancy, background=render.background)
-        parts.append(out.rgb if out.extra is None else torch.cat([out.rgb, out.extra], dim=1))
-    pixels = torch.cat(parts)
-    return pixels.reshape(c2w.shape[0], resolution, resolution, -1).permute(0, 3, 1, 2).contiguous()
 
 
 def load_options(run: Path) -> dict:

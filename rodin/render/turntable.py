@@ -13,7 +13,7 @@ from rodin.config import RenderConfig
 from rodin.errors import RodinError
 from rodin.io import png_bytes, to_uint8, write_atomic
 from rodin.render.cameras import DEFAULT_FOV_X, turntable_cameras
-from rodin.render.volume import occupancy_from_density, render_views
+from rodin.render.volume import occupancy_from_density, render_views, render_with_features
 from rodin.triplane.decoder import TriplaneDecoder
 
 VIDEO_SUFFIXES = (".mp4", ".gif")
@@ -21,15 +21,36 @@ IMAGE_SUFFIXES = (".png",)
 
 
 def render_turntable(planes: torch.Tensor, decoder: TriplaneDecoder, render: RenderConfig, *, frames: int,
-                     resolution: int, elevation: float = 10.0, progress: bool = False) -> np.ndarray:
-    """(frames, H, W, 3) uint8 frames of the avatar turning once around the y axis."""
+                     resolution: int, elevation: float = 10.0, progress: bool = False,
+                     refiner=None) -> np.ndarray:
+    """(frames, H, W, 3) uint8 frames of the avatar turning once around the y axis.
+
+    With a `refiner` (stage 4, rodin.refine.network.Refiner) whose scale divides `resolution`, the views
+    are volume-rendered that many times smaller and the refiner enlarges them: 1/scale² of the rays.
+    """
+    c2w = turntable_cameras(frames, elevation_deg=elevation)
+    if refiner is not None and resolution % refiner.config.scale == 0:
+        return to_uint8(refined_views(planes, decoder, render, c2w, resolution=resolution, refiner=refiner))
     occupancy = occupancy_from_density(planes, decoder, resolution=render.occupancy_resolution,
                                        threshold=render.occupancy_threshold)
-    c2w = turntable_cameras(frames, elevation_deg=elevation)
     rgb, _, _ = render_views(planes, decoder, c2w, DEFAULT_FOV_X, resolution, samples=render.samples,
                              importance=render.importance, occupancy=occupancy, background=render.background,
                              progress=progress)
     return to_uint8(rgb.numpy())
+
+
+@torch.no_grad()
+def refined_views(planes: torch.Tensor, decoder: TriplaneDecoder, render: RenderConfig, c2w: torch.Tensor, *,
+                  resolution: int, refiner, chunk: int = 8) -> np.ndarray:
+    """(V, R, R, 3) float views in [0, 1]: renders at R / scale, enlarged by the refiner."""
+    low = resolution // refiner.config.scale
+    inputs = render_with_features(planes, decoder, c2w, DEFAULT_FOV_X, low, render=render)
+    if inputs.shape[1] != refiner.config.in_channels:
+        raise RodinError(f"the refiner reads {refiner.config.in_channels} channels but this decoder renders "
+                         f"{inputs.shape[1]}; they were not trained together")
+    device = next(refiner.parameters()).device
+    refined = torch.cat([refiner.refine(part.to(device)).cpu() for part in inputs.split(chunk)])
+    return refined.permute(0, 2, 3, 1).numpy()
 
 
 def grid(images: np.ndarray, columns: int) -> np.ndarray:

@@ -13,7 +13,7 @@ import torch
 import torch.nn.functional as F
 from torch import Tensor
 
-from rodin.render.cameras import Rays, box_intersect
+from rodin.render.cameras import Rays, box_intersect, camera_rays
 from rodin.triplane.decoder import TriplaneDecoder
 from rodin.triplane.sampling import sample_triplane
 
@@ -253,3 +253,20 @@ def render_views(
     depth = torch.cat([o.depth for o in outs]).reshape(n, resolution, resolution)
     opacity = torch.cat([o.opacity for o in outs]).reshape(n, resolution, resolution)
     return rgb, depth, opacity
+
+
+@torch.no_grad()
+def render_with_features(planes: Tensor, decoder: TriplaneDecoder, c2w: Tensor, fov_x: float, resolution: int, *,
+                         render, chunk: int = 16384) -> Tensor:
+    """(V, 3 + E, R, R) renders of one tri-plane (3, C, H, W) under `render` (a RenderConfig): RGB on the
+    background, then the decoder's E extra feature channels; what the refiner (stage 4) reads."""
+    occupancy = occupancy_from_density(planes, decoder, resolution=render.occupancy_resolution,
+                                       threshold=render.occupancy_threshold)
+    flat = camera_rays(c2w.reshape(-1, 4, 4), fov_x, resolution).reshape(-1)
+    parts = []
+    for start in range(0, len(flat), chunk):
+        out = render_rays(planes, decoder, flat[start:start + chunk], samples=render.samples,
+                          importance=render.importance, occupancy=occupancy, background=render.background)
+        parts.append(out.rgb if out.extra is None else torch.cat([out.rgb, out.extra], dim=1))
+    pixels = torch.cat(parts)
+    return pixels.reshape(-1, resolution, resolution, pixels.shape[-1]).permute(0, 3, 1, 2).contiguous()
