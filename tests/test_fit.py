@@ -234,3 +234,31 @@ def test_joint_step_split_over_processes_adds_up_to_the_one_process_step():
     # The control: shares not weighted by their size (each a mean of its own) do not add up.
     _, unweighted, _ = step([0, 2], None)
     assert max((g - a - b).abs().max().item() for g, a, b in zip(whole_grads, unweighted, second_grads)) > 1e-4
+
+
+def test_cli_set_changes_fit_settings_and_a_resumed_run_records_the_earlier_ones(tiny_run, tmp_path, capsys):
+    from rodin.cli.main import main
+
+    root, _ = tiny_run
+    out = tmp_path / "run"
+    common = ["fit", str(root / "data"), "--out", str(out), "--preset", "tiny", "--decoder",
+              str(root / "run" / "decoder"), "--steps", "3"]
+    with pytest.raises(SystemExit) as exit_info:
+        main([*common, "--subjects", "4"])       # a run that later resumes with other settings
+    assert exit_info.value.code in (0, None)
+    first = json.loads((out / "fit_config.json").read_text())
+    assert first["fit"]["samples"] == get_preset("tiny").fit.samples and "fit_history" not in first
+    with pytest.raises(SystemExit) as exit_info:
+        main([*common, "--subjects", "4", "--set", "samples=12", "--set", "plane_lr=0.03"])
+    assert exit_info.value.code in (0, None)
+    second = json.loads((out / "fit_config.json").read_text())
+    assert second["fit"]["samples"] == 12 and second["fit"]["plane_lr"] == 0.03
+    assert second["fit_history"] == [{"fit": first["fit"], "subjects_done_before_change": 4}]
+    assert all(TriplaneStore.open(out / "triplanes").done)
+    capsys.readouterr()
+    for setting, words in (("sample=12", "unknown key 'sample'"), ("samples=many", "samples"),
+                           ("samples", "KEY=VALUE")):
+        with pytest.raises(SystemExit) as exit_info:
+            main([*common, "--set", setting])
+        err = capsys.readouterr().err.strip().splitlines()
+        assert exit_info.value.code == 2 and len(err) == 1 and words in err[0], err
