@@ -205,6 +205,9 @@ class UpsamplerConfig:
     augment_blur: float = 0.6         # largest Gaussian blur sigma on the condition, base-resolution texels
     augment_resize: float = 0.25      # share of training conditions also shrunk by 2 and enlarged again
     sample_noise: float = 0.05        # condition noise added when sampling (matches training's conditioning)
+    render_weight: float = 1.0        # training: weight of the photometric loss on renders of the predicted planes
+    render_patches: int = 4           # training: 8x8-pixel patches rendered per example and step
+    render_views: int = 4             # training: ground-truth views per subject kept in memory for that loss
 
 
 @dataclass(frozen=True)

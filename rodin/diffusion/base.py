@@ -52,6 +52,20 @@ def diffusion_target(scheduler: DDPMScheduler, clean: Tensor, noise: Tensor, tim
     return clean
 
 
+def predicted_clean(scheduler: DDPMScheduler, noisy: Tensor, output: Tensor, timesteps: Tensor) -> Tensor:
+    """The clean sample a model output implies at these noise levels (whatever it was trained to predict),
+    for losses measured on the clean sample itself (renders of it)."""
+    prediction = scheduler.config.prediction_type
+    if prediction == "sample":
+        return output
+    alphas = scheduler.alphas_cumprod.to(device=noisy.device, dtype=noisy.dtype)[timesteps]
+    a = alphas.sqrt().reshape(-1, *([1] * (noisy.dim() - 1)))
+    s = (1.0 - alphas).sqrt().reshape(-1, *([1] * (noisy.dim() - 1)))
+    if prediction == "epsilon":
+        return (noisy - s * output) / a
+    return a * noisy - s * output        # v-prediction: v = a * noise - s * clean
+
+
 def register_plane_stats(module: nn.Module, channels: int) -> None:
     """Per-channel tri-plane mean and std as buffers: saved with the weights, so a model normalises alone."""
     module.register_buffer("plane_mean", torch.zeros(channels))

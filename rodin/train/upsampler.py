@@ -2,7 +2,9 @@
 
 The target is a fitted tri-plane at full resolution; its condition is the same tri-plane area-shrunk to
 the base resolution, corrupted (noise, blur, down-and-up resize, strengths drawn per example) and
-enlarged again, so that the fitted planes stand in for what the base model will produce.
+enlarged again, so that the fitted planes stand in for what the base model will produce. Beside the
+x0 loss, patches of the predicted planes are rendered through the fit run's frozen decoder against the
+dataset's views (`rodin.train.render_loss`, weight `UpsamplerConfig.render_weight`).
 
 MODEL/
   upsampler/   config.json + model.safetensors (EMA weights; tri-plane statistics inside)
@@ -22,12 +24,13 @@ import torch
 import torch.nn.functional as F
 
 from rodin.config import Preset, TrainConfig, UpsamplerConfig
-from rodin.diffusion.base import diffusion_target
+from rodin.diffusion.base import diffusion_target, predicted_clean
 from rodin.diffusion.upsampler import KIND, UpsamplerDiffusion
 from rodin.errors import ConfigError
+from rodin.fit.run import DECODER_KIND, list_sources
 from rodin.fit.store import TriplaneStore
 from rodin.io import write_json
-from rodin.modeling import save_component
+from rodin.modeling import load_component, save_component
 from rodin.train.base import (
     conditioning,
     data_folder,
@@ -37,11 +40,14 @@ from rodin.train.base import (
     swapped_in_ema,
 )
 from rodin.train.loop import make_accelerator, remove_checkpoint, step_generator
+from rodin.train.render_loss import PatchDraw, ViewBank, draw_patches, render_patch_loss
 from rodin.train.steps import finished_figures, state_folder, train_steps
-from rodin.triplane.triplane import resize_planes, roll_out
+from rodin.triplane.decoder import TriplaneDecoder
+from rodin.triplane.triplane import resize_planes, roll_in, roll_out
 
 UPSAMPLER = "upsampler"
 RECORD = "train_upsampler.json"
+RENDER_PATCH = 8         # pixels a side of the render loss's patches
 
 
 @dataclass
@@ -58,6 +64,7 @@ class UpsamplerBatch:
     shrink: torch.Tensor        # (B,) 1 halves and enlarges the condition again
     planes: torch.Tensor        # (b, 3, C, R, R) this process's rows
     first: int                  # the global-batch row that planes[0] is
+    patches: PatchDraw          # where the render loss looks (global batch)
 
 
 def draw_step(store: TriplaneStore, rows: list[int], config: UpsamplerConfig, *, seed: int, step: int,
@@ -75,7 +82,9 @@ def draw_step(store: TriplaneStore, rows: list[int], config: UpsamplerConfig, *,
     blur = torch.rand(batch, generator=g) * config.augment_blur
     shrink = (torch.rand(batch, generator=g) < config.augment_resize).float()
     planes = store.get([rows[int(i)] for i in picked[share]]).float()
-    return UpsamplerBatch(picked, noise, timesteps, keep, level, low_noise, blur, shrink, planes, share.start)
+    patches = draw_patches(g, batch=batch, views=config.render_views, patches=config.render_patches)
+    return UpsamplerBatch(picked, noise, timesteps, keep, level, low_noise, blur, shrink, planes, share.start,
+                          patches)
 
 
 def train_upsampler(
@@ -118,6 +127,8 @@ def train_upsampler(
     if encode.dim != mcfg.unet.latent_dim:
         mcfg = replace(mcfg, unet=replace(mcfg.unet, latent_dim=encode.dim))
     train_latents = encode(portrait_paths(dataset, [store.ids[i] for i in train_rows]))
+    renders = RenderTerm.load(run, dataset, [store.ids[i] for i in train_rows], mcfg, preset, accelerator.device,
+                              log=log if accelerator.is_main_process else lambda m: None)
 
     identity = {"train": asdict(tcfg), "model": asdict(mcfg), "run": str(run), "subjects": len(train_rows)}
     figures = finished_figures(out, RECORD, identity, stage="upsampler")
@@ -148,7 +159,12 @@ def train_upsampler(
         latent = (train_latents[batch.rows[rows]] * batch.keep[rows, None]).to(device)
         noisy = core.noise.add_noise(clean, noise, t)
         target = diffusion_target(core.noise, clean, noise, t)
-        return F.mse_loss(net(noisy, t, condition, latent, level).float(), target)
+        output = net(noisy, t, condition, latent, level)
+        total = F.mse_loss(output.float(), target)
+        if renders is not None:
+            made = core.denormalise(roll_in(predicted_clean(core.noise, noisy, output.float(), t)))
+            total = total + mcfg.render_weight * renders(made, batch.rows[rows], _rows_of(batch.patches, rows))
+        return total
 
     t0 = time.time()
     unwrapped, ema, losses = train_steps(model, optimizer, train=tcfg, out=out, identity=identity,
@@ -165,6 +181,46 @@ def train_upsampler(
         write_json(out / RECORD, {**identity, "data": str(dataset), "figures": figures})
         remove_checkpoint(state_folder(out, "upsampler"))
     return figures
+
+
+def _rows_of(draw: PatchDraw, rows: slice) -> PatchDraw:
+    return PatchDraw(draw.view[rows], draw.where[rows], draw.anywhere[rows])
+
+
+@dataclass
+class RenderTerm:
+    """The render loss of one training run: the fit run's frozen decoder and the training subjects' views."""
+
+    decoder: TriplaneDecoder
+    bank: ViewBank
+    samples: int
+    background: float
+
+    @classmethod
+    def load(cls, run: Path, dataset: Path, ids: list[str], config: UpsamplerConfig, preset: Preset,
+             device: torch.device, *, log: Callable[[str], None]) -> RenderTerm | None:
+        """None when the weight is 0; a clear error when the run lacks what the loss reads."""
+        from rodin.config import DecoderConfig
+        from rodin.refine.pairs import load_options
+
+        if config.render_weight <= 0:
+            return None
+        if not (run / "decoder" / "config.json").is_file():
+            raise ConfigError(f"{run}: no fitted decoder, which the upsampler's render loss reads; use a fit run "
+                              "folder, or set UpsamplerConfig.render_weight to 0")
+        decoder = load_component(TriplaneDecoder, DecoderConfig, run / "decoder", kind=DECODER_KIND)
+        decoder.requires_grad_(False)
+        folders = {s.id: s.path for s in list_sources(dataset)}
+        missing = [i for i in ids if i not in folders]
+        if missing:
+            raise ConfigError(f"{dataset}: subject {missing[0]!r} of the fit run is not in this dataset")
+        bank = ViewBank.load([folders[i] for i in ids], views=config.render_views,
+                             background=preset.render.background, options=load_options(run), log=log)
+        return cls(decoder.eval().to(device), bank, preset.render.samples, preset.render.background)
+
+    def __call__(self, planes: torch.Tensor, subjects: torch.Tensor, draw: PatchDraw) -> torch.Tensor:
+        return render_patch_loss(planes, self.decoder, self.bank, subjects, draw, patch=RENDER_PATCH,
+                                 samples=self.samples, background=self.background)
 
 
 @torch.no_grad()
