@@ -71,7 +71,8 @@ class FitConfig:
     steps: int = 150                  # optimiser steps per subject with the decoder frozen
     rays_per_step: int = 2048         # across the subjects of a step, drawn as square patches
     patch: int = 8                    # patch side, pixels (the SSIM term needs neighbourhoods)
-    samples: int = 32                 # stratified samples per ray inside the visual hull
+    samples: int = 32                 # stratified samples per ray inside the visual hull (frozen decoder)
+    joint_samples: int = 32           # the same while the decoder is fitted (the joint stage)
     plane_lr: float = 0.02
     plane_levels: int = 1             # planes optimised as a sum of this many resolutions (1 = plain)
     init_noise: float = 0.1           # std of the random planes a subject starts from

@@ -307,7 +307,7 @@ class RodinPipeline:
         upsampled = upsample and self.upsampler is not None
         if upsampled:
             # Its own noise: the base tri-plane of a seed stays the same with or without this stage.
-            planes = self.upsampler.sample(planes, latent, generator=_upsampler_generator(seed))
+            planes = self.upsampler.sample(planes, latent, generator=upsampler_generator(seed))
         if not torch.isfinite(planes).all():
             raise DataError("sampling produced NaN or infinity; try another seed or fewer guidance")
         info = {**(info or {}), "seed": int(seed),
@@ -354,7 +354,8 @@ def _check_stages_fit(path: Path, decoder, base, upsampler, refiner) -> None:
                         f"{3 + extra}; retrain the refiner with this decoder")
 
 
-def _upsampler_generator(seed: int) -> torch.Generator:
+def upsampler_generator(seed: int) -> torch.Generator:
+    """The upsampler's own noise for an avatar's seed (shared with batched sampling in rodin.eval)."""
     return torch.Generator().manual_seed(int(seed) * 6151 + 524287)
 
 

@@ -218,3 +218,36 @@ def test_stages_trained_apart_are_refused_at_load(staged_model, tmp_path):
     (broken / "upsampler" / "config.json").write_text(json.dumps(config))
     with pytest.raises(DataError, match="upsampler reads base planes of side"):
         RodinPipeline.from_pretrained(broken)
+
+
+def test_batched_sampling_for_evaluation_is_what_single_calls_make(staged_model):
+    from rodin.eval.samples import sample_planes
+
+    pipe = RodinPipeline.from_pretrained(staged_model)
+    planes = sample_planes(pipe, [4, 5], steps=2)
+    assert planes.shape[-1] == pipe.upsampler.config.unet.resolution        # upsampled, as pipe() does
+    for k, seed in enumerate((4, 5)):
+        assert torch.allclose(planes[k], pipe(seed=seed, steps=2).planes, atol=1e-4)
+
+
+def test_bench_upsampler_and_refiner_report_their_gains(staged_model, tiny_model, capsys):
+    import json
+
+    from rodin.cli.main import main
+
+    for name, keys in (("upsampler", {"psnr_upsampled", "psnr_enlarged", "psnr_fitted", "sample_s"}),
+                       ("refiner", {"psnr_refined", "psnr_bicubic", "flicker_ratio", "flicker_ratio_bicubic"})):
+        with pytest.raises(SystemExit) as exit_info:
+            main(["bench", name, "--quick", "--model", str(staged_model), "--subjects", "2"])
+        assert exit_info.value.code in (0, None)
+        figures = json.loads(capsys.readouterr().out.strip().splitlines()[-1])
+        assert keys | {"psnr_gain_db", "step_s"} <= set(figures), figures
+        assert all(np.isfinite(figures[k]) for k in keys | {"psnr_gain_db", "step_s"})
+    # A model without the stage is told how to get one; --model belongs to the model benchmarks.
+    with pytest.raises(SystemExit) as exit_info:
+        main(["bench", "refiner", "--quick", "--model", str(tiny_model)])
+    assert exit_info.value.code == 2 and "rodin train refiner" in capsys.readouterr().err
+    with pytest.raises(SystemExit) as exit_info:
+        main(["bench", "synth", "--model", str(staged_model)])
+    err = capsys.readouterr().err.strip().splitlines()
+    assert exit_info.value.code == 2 and "--model applies to" in err[-1]

@@ -21,6 +21,8 @@ BENCHMARKS: dict[str, str] = {
     "unet": "rodin.bench.unet:run",
     "render-meshes": "rodin.bench.render_meshes:run",
     "generate": "rodin.bench.generate:run",
+    "upsampler": "rodin.bench.hierarchy:upsampler",
+    "refiner": "rodin.bench.hierarchy:refiner",
     "paper": "rodin.bench.paper:run",
 }
 

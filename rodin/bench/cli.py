@@ -8,12 +8,15 @@ from __future__ import annotations
 
 import json
 import shlex
+from pathlib import Path
 
 REPORT = "report"
+FITTING = ("fit", "upsampler", "refiner")          # benchmarks that fit subjects first (--steps, --subjects)
+WITH_MODEL = ("generate", "upsampler", "refiner")  # benchmarks of a model folder (--model)
 
 
 def run_command(name: str, *, quick: bool = False, steps: int | None = None, subjects: int | None = None,
-                settings: list[str] | None = None, record: bool = True) -> None:
+                settings: list[str] | None = None, record: bool = True, model: Path | None = None) -> None:
     from rich.console import Console
     from rich.table import Table
 
@@ -30,8 +33,14 @@ def run_command(name: str, *, quick: bool = False, steps: int | None = None, sub
         return
     options: dict = {"quick": quick}
     overrides = parse_settings(settings or [])
-    if name != "fit" and (steps is not None or subjects is not None or overrides):
-        raise ConfigError("--steps, --subjects and --set apply to `rodin bench fit` only")
+    if name != "fit" and overrides:
+        raise ConfigError("--set applies to `rodin bench fit` only")
+    if name not in FITTING and (steps is not None or subjects is not None):
+        raise ConfigError(f"--steps and --subjects apply to `rodin bench {'|'.join(FITTING)}` only")
+    if model is not None:
+        if name not in WITH_MODEL:
+            raise ConfigError(f"--model applies to `rodin bench {'|'.join(WITH_MODEL)}` only")
+        options["model"] = model
     if steps is not None:
         options["steps"] = steps
     if subjects is not None:
@@ -40,6 +49,7 @@ def run_command(name: str, *, quick: bool = False, steps: int | None = None, sub
         options["overrides"] = overrides
     words = ["rodin", "bench", name] + (["--steps", str(steps)] if steps is not None else [])
     words += (["--subjects", str(subjects)] if subjects is not None else [])
+    words += (["--model", str(model)] if model is not None else [])
     for word in settings or []:
         words += ["--set", word]
     started = provenance(shlex.join(words + (["--quick"] if quick else [])))   # the load before the run

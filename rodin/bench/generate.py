@@ -2,7 +2,8 @@
 
 What a user waits for, in the order the command does it: loading the model (reported apart, paid
 once per process), then per avatar: the prompt through the text encoder and the latent prior, the
-base model's sampling, 8 views rendered and a mesh. Peak resident memory of the process is
+base model's sampling (and the upsampler's, when the model has one), 8 views rendered (through the
+refiner, when it has one) and a mesh. Peak resident memory of the process is
 measured at the end (`ru_maxrss`). The first avatar warms up; figures are medians of the rest.
 """
 
@@ -49,4 +50,7 @@ def run(*, quick: bool = False, model: Path | None = None, repeats: int | None =
     figures["peak_rss_mb"] = round(resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024, 1)
     figures["avatars"] = repeats
     rows = [(key, f"{value}") for key, value in figures.items()]
-    return BenchResult("rodin generate --prompt, end to end (no upsampler or refiner yet)", rows, figures)
+    figures["upsampler"] = pipe.upsampler is not None
+    figures["refiner"] = pipe.refiner is not None
+    stages = ", ".join(f"{'with' if figures[s] else 'no'} {s}" for s in ("upsampler", "refiner"))
+    return BenchResult(f"rodin generate --prompt, end to end ({stages})", rows, figures)

@@ -7,6 +7,7 @@ traceback instead. Verbs live in their own modules and are registered here.
 from __future__ import annotations
 
 import sys
+from pathlib import Path
 
 import typer
 
@@ -34,10 +35,14 @@ def _root(
 @app.command("bench")
 def bench(
     name: str = typer.Argument(..., help="Benchmark to run: synth, decode, fit, unet, render-meshes, generate, "
-                               "paper; or report (rewrite BENCHMARKS.md)."),
+                               "upsampler, refiner, paper; or report (rewrite BENCHMARKS.md)."),
     quick: bool = typer.Option(False, "--quick", help="A smaller, faster run (for smoke tests); records nothing."),
-    steps: int | None = typer.Option(None, "--steps", min=1, help="fit only: optimiser steps per subject."),
-    subjects: int | None = typer.Option(None, "--subjects", min=1, help="fit only: how many subjects (16)."),
+    steps: int | None = typer.Option(None, "--steps", min=1, help="fit, upsampler, refiner: optimiser steps per "
+                                     "subject of their fitting."),
+    subjects: int | None = typer.Option(None, "--subjects", min=1, help="fit, upsampler, refiner: how many "
+                                        "subjects (16 for fit, 8 for the others)."),
+    model: Path | None = typer.Option(None, "--model", help="generate, upsampler, refiner: the model folder "
+                                      "(default: the shipped one)."),
     settings: list[str] = typer.Option([], "--set", help="fit only: a FitConfig field, KEY=VALUE (repeatable)."),
     record: bool = typer.Option(True, "--record/--no-record", help="Write benchmarks/results/NAME.json."),
 ) -> None:
@@ -45,7 +50,7 @@ def bench(
     `rodin bench report` rewrites BENCHMARKS.md from the recorded results."""
     from rodin.bench.cli import run_command
 
-    run_command(name, quick=quick, steps=steps, subjects=subjects, settings=settings, record=record)
+    run_command(name, quick=quick, steps=steps, subjects=subjects, settings=settings, record=record, model=model)
 
 
 def _register() -> None:

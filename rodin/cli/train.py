@@ -228,3 +228,42 @@ def judge(
     metrics = train_judge(data, out, steps=steps, batch=batch, seed=seed, log=lambda m: typer.echo(m, err=True))
     typer.echo(f"wrote {out}")
     print(json.dumps({"accuracy": metrics["accuracy"], "majority": metrics["majority"]}), flush=True)
+
+
+@app.command("all")
+def all_stages(
+    out: Path = typer.Option(..., "--out", help="Model folder to write: the components, MODEL_CARD.md and "
+                             "train_all.json (the progress record; a rerun resumes from it)."),
+    preset: str = typer.Option("small", "--preset", help="Scale preset: tiny, small or paper."),
+    work: Path | None = typer.Option(None, "--work", help="Folder for the dataset (WORK/data) and the fit run "
+                                     "(WORK/fit), which the model does not ship (default: runs/<OUT's name>-work)."),
+    until: str | None = typer.Option(None, "--until", help="Stop after this stage: data, fit, encoder, base, "
+                                     "prior, upsampler, refiner, judge or eval (default: all of them)."),
+    subjects: int | None = typer.Option(None, "--subjects", help="Subjects in the dataset (default: the "
+                                        "preset's)."),
+    cpu: bool = typer.Option(False, "--cpu", help="Train on the CPU even when a GPU is present."),
+) -> None:
+    """Train every stage in order (data, fit, encoder, base, prior, upsampler, refiner, judge, eval) into one
+    model folder with its model card; a rerun skips finished stages and resumes the one cut short."""
+    import shlex
+
+    from rodin.config import get_preset
+    from rodin.train.all import CARD, STAGES, check_stage, default_work, train_all
+
+    chosen = get_preset(preset)
+    if until is not None:
+        check_stage(until)
+    work = work if work is not None else default_work(out)
+    words = ["rodin", "train", "all", "--preset", preset, "--out", str(out), "--work", str(work)]
+    if subjects is not None:
+        words += ["--subjects", str(subjects)]
+    if until is not None:
+        words += ["--until", until]
+    if cpu:
+        words.append("--cpu")
+    record = train_all(out, preset=chosen, work=work, subjects=subjects, until=until, cpu=cpu,
+                       command=shlex.join(words), log=lambda m: typer.echo(m, err=True))
+    left = [s for s in STAGES if s not in record["stages"]]
+    typer.echo(f"wrote {out / CARD}" + (f"; not yet trained: {', '.join(left)} (rerun to go on)" if left else ""))
+    print(json.dumps({"finished": [s for s in STAGES if s in record["stages"]], "not_yet_trained": left,
+                      "wall_s": {s: e["wall_s"] for s, e in record["stages"].items()}}), flush=True)

@@ -117,7 +117,10 @@ def split_halves(items: list, *, seed: int) -> tuple[list, list]:
 def sample_planes(pipe, seeds: list[int], *, steps: int | None = None, guidance_scale: float | None = None,
                   batch: int = 16) -> Tensor:
     """Tri-planes (N, 3, C, H, W) of `pipe(seed=s)` for each seed, sampled in batches: each row's z and
-    starting noise are the ones the single call draws."""
+    starting noise are the ones the single call draws, and the model's upsampler (if any) enlarges them
+    as that call does."""
+    from rodin.pipeline import upsampler_generator
+
     base = pipe.base
     u = base.config.unet
     out = []
@@ -127,7 +130,12 @@ def sample_planes(pipe, seeds: list[int], *, steps: int | None = None, guidance_
                                        generator=torch.Generator().manual_seed(int(s))) for s in chunk])
         latents = [pipe.random_latent(seed=s) for s in chunk]
         latent = None if latents[0] is None else torch.cat(latents)
-        out.append(base.sample(latent, count=len(chunk), noise=noise, steps=steps, guidance_scale=guidance_scale))
+        planes = base.sample(latent, count=len(chunk), noise=noise, steps=steps, guidance_scale=guidance_scale)
+        if pipe.upsampler is not None:
+            planes = torch.cat([pipe.upsampler.sample(planes[k:k + 1], None if latent is None else latent[k:k + 1],
+                                                      generator=upsampler_generator(s))
+                                for k, s in enumerate(chunk)])
+        out.append(planes)
     planes = torch.cat(out)
     if not torch.isfinite(planes).all():
         raise DataError("sampling produced NaN or infinity; try fewer guidance or more steps")

@@ -12,7 +12,7 @@ from __future__ import annotations
 import json
 import time
 from collections.abc import Callable
-from dataclasses import asdict, dataclass
+from dataclasses import asdict, dataclass, replace
 from pathlib import Path
 
 import torch
@@ -521,6 +521,7 @@ def _joint_stage(sources, store, out, preset, log, score, keep, try_load, show_p
                disable=not (show_progress and world.main), leave=False)
     bar.update(step_count)
     log_file = TrainingLog(out / "fit_log.csv")
+    joint_config = replace(config, samples=config.joint_samples)   # the decoder learns with denser rays
     for round_ in range(first_round, config.joint_rounds):
         order = torch.randperm(len(rows), generator=_draws(config.seed, ROUND_ORDER, round_)).tolist()
         for start in range(0, len(order), chunk):
@@ -532,7 +533,7 @@ def _joint_stage(sources, store, out, preset, log, score, keep, try_load, show_p
                 for group in decoder_opt.param_groups:
                     group["lr"] = config.decoder_lr * factor
                 stats = fit_step([subjects[r] for r in mine], [planes[r] for r in mine], decoder,
-                                 [plane_opt, decoder_opt], config=config, triplane=tri,
+                                 [plane_opt, decoder_opt], config=joint_config, triplane=tri,
                                  generator=_draws(config.seed, STEP_SHARED, step_count),
                                  subject_generators=[_draws(config.seed, r, step_count) for r in mine],
                                  step_subjects=len(members), sum_processes=world.sum if world.size > 1 else None)
