@@ -323,7 +323,7 @@ PRESETS: dict[str, Preset] = {
         triplane=TriplaneConfig(channels=16, resolution=64, base_resolution=32),
         decoder=DecoderConfig(features=16, hidden=64, layers=2),
         render=RenderConfig(resolution=64, samples=64, importance=16, occupancy_resolution=48),
-        fit=FitConfig(joint_subjects=48, joint_rounds=12, joint_steps_per_turn=40, steps=200,
+        fit=FitConfig(joint_subjects=48, joint_rounds=12, joint_steps_per_turn=40, steps=300, samples=12,
                       rays_per_step=4096, heldout_views=4, batch_subjects=8),
         base=BaseModelConfig(
             unet=UNetConfig(channels=16, resolution=32, width=32, multipliers=(1, 2, 4), blocks=2,
