@@ -54,13 +54,12 @@ def _model(model: Path | None, stage: str):
 def _heldout_fits(folder: Path, pipe, *, subjects: int, steps: int | None, tmp: Path) -> HeldoutFits:
     import json
 
-    from rodin.config import get_preset
     from rodin.data.synth import synth_dataset
     from rodin.fit.run import LoadOptions, fit_dataset, list_sources, load_fit_subject
     from rodin.fit.store import TriplaneStore
 
     index = json.loads((folder / "model_index.json").read_text())
-    preset = get_preset(index.get("preset", "small"))
+    preset = _preset_of(folder)
     if steps is not None:
         preset = replace(preset, fit=replace(preset.fit, steps=steps))
     data = tmp / "data"
@@ -204,15 +203,8 @@ def _upsampler_step_s(model, *, batch: int, repeats: int = 3) -> float:
     condition = torch.randn(clean.shape, generator=g)
     latent = torch.randn(batch, net.latent_dim, generator=g)
     level = torch.zeros(batch)
-    times = []
-    for k in range(repeats + 1):
-        t0 = time.perf_counter()
-        loss = net.loss(clean, condition, latent, level, noise=torch.randn(clean.shape, generator=g),
-                        timesteps=torch.randint(1000, (batch,), generator=g))
-        loss.backward()
-        if k:
-            times.append(time.perf_counter() - t0)
-    return sorted(times)[len(times) // 2]
+    return _median_s(lambda: net.loss(clean, condition, latent, level, noise=torch.randn(clean.shape, generator=g),
+                                      timesteps=torch.randint(1000, (batch,), generator=g)).backward(), repeats)
 
 
 def _refiner_step_s(model, preset, *, quick: bool, repeats: int = 3) -> float:
@@ -224,10 +216,15 @@ def _refiner_step_s(model, preset, *, quick: bool, repeats: int = 3) -> float:
     g = torch.Generator().manual_seed(0)
     inputs = torch.rand(batch, net.config.in_channels, patch, patch, generator=g)
     targets = torch.rand(batch, 3, patch * net.config.scale, patch * net.config.scale, generator=g)
+    return _median_s(lambda: (net(inputs) - targets).abs().mean().backward(), repeats)
+
+
+def _median_s(step, repeats: int) -> float:
+    """Median seconds of `step()` over `repeats` calls after one warm-up call."""
+    step()
     times = []
-    for k in range(repeats + 1):
+    for _ in range(repeats):
         t0 = time.perf_counter()
-        (net(inputs) - targets).abs().mean().backward()
-        if k:
-            times.append(time.perf_counter() - t0)
+        step()
+        times.append(time.perf_counter() - t0)
     return sorted(times)[len(times) // 2]
