@@ -99,7 +99,25 @@ def test_the_condition_reaches_the_output():
     opt.step()
     x = torch.randn(2, c, big, 3 * big)
     a, b = model(x, t, cond, z, level), model(x, t, cond + 1.0, z, level)
+    assert cfg.residual
+    a, b = a - cond, b - (cond + 1.0)               # what the UNet itself adds to the condition
     assert (a - b).abs().max() > 1e-4
+
+
+def test_an_untrained_residual_upsampler_is_the_enlargement_and_the_plain_one_is_not():
+    """Residual x0: the zeroed last layer makes the first sample exactly the bicubic enlargement, so
+    training starts from the baseline the bar is measured against."""
+    low = smooth_planes(2, TINY.upsampler.unet.channels, TINY.upsampler.base_resolution, seed=4)
+    enlarged = resize_planes(low, TINY.upsampler.unet.resolution, mode="bicubic")
+    made = tiny_model().sample(low, sample_noise=0.0, steps=3, generator=torch.Generator().manual_seed(0))
+    assert torch.allclose(made, enlarged, atol=1e-4)
+    torch.manual_seed(0)
+    plain = UpsamplerDiffusion(replace(TINY.upsampler, residual=False))
+    made = plain.sample(low, sample_noise=0.0, steps=3, generator=torch.Generator().manual_seed(0))
+    assert (made - enlarged).abs().max() > 0.05
+    with pytest.raises(ConfigError, match="x0 prediction"):
+        UpsamplerDiffusion(replace(TINY.upsampler, diffusion=replace(TINY.upsampler.diffusion,
+                                                                     prediction="epsilon")))
 
 
 def test_loss_goes_down_on_a_fixed_batch():
@@ -107,13 +125,16 @@ def test_loss_goes_down_on_a_fixed_batch():
     cfg = TINY.upsampler
     planes = model.normalise(smooth_planes(2, cfg.unet.channels, cfg.unet.resolution, seed=1))
     clean = roll_out(planes)
-    condition = model.condition(resize_planes(planes, cfg.base_resolution), noise_level=torch.zeros(2))
+    # A condition far blurrier than the planes (shrunk to 4 texels), so there is structure to learn on top of it.
+    coarse = resize_planes(resize_planes(planes, 4), cfg.base_resolution, mode="bicubic")
+    condition = model.condition(coarse, noise_level=torch.zeros(2))
     g = torch.Generator().manual_seed(0)
-    noise, t = torch.randn(clean.shape, generator=g), torch.randint(1000, (2,), generator=g)
+    # Low noise levels: the answer is in the input, so a working model learns it within a few dozen steps.
+    noise, t = torch.randn(clean.shape, generator=g), torch.tensor([20, 60])
     z, level = torch.randn(2, cfg.unet.latent_dim, generator=g), torch.zeros(2)
     opt = torch.optim.Adam(model.parameters(), lr=2e-3)
     losses = []
-    for _ in range(30):
+    for _ in range(60):
         loss = model.loss(clean, condition, z, level, noise=noise, timesteps=t)
         opt.zero_grad()
         loss.backward()

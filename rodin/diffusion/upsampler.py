@@ -4,7 +4,9 @@ It denoises full-resolution tri-planes while reading the base-resolution tri-pla
 resolution and concatenated to its input channels, and z. It predicts the clean planes (x0), as the
 paper's conditional upsampler does, so a few DDIM steps suffice. The same 3D-aware UNet as stage 2
 does the work: built for twice the plane channels in, with its last layer mapping back to the plane
-channels. Training corrupts the condition (noise, blur, a down-and-up resize) so that fitted planes
+channels. By default the UNet's output is added to the condition (`UpsamplerConfig.residual`): its last
+layer starts at zero, so an untrained upsampler is exactly the enlargement and training only learns the
+detail that enlargement misses. Training corrupts the condition (noise, blur, a down-and-up resize) so that fitted planes
 look like what the base model makes; the noise level is appended to z, so the model knows how far
 to trust its condition and sampling can ask for a little of it too.
 """
@@ -42,6 +44,9 @@ def check_upsampler_config(config: UpsamplerConfig) -> None:
     if not 0 < config.base_resolution < config.unet.resolution:
         raise ConfigError(f"UpsamplerConfig.base_resolution {config.base_resolution} must be below the plane "
                           f"side {config.unet.resolution}")
+    if config.residual and config.diffusion.prediction != "sample":
+        raise ConfigError("UpsamplerConfig.residual adds the output to the condition, so it needs x0 prediction "
+                          f"(diffusion.prediction='sample'), got {config.diffusion.prediction!r}")
 
 
 def gaussian_blur(planes: Tensor, sigma: Tensor) -> Tensor:
@@ -112,7 +117,8 @@ class UpsamplerDiffusion(nn.Module):
                 noise_level: Tensor) -> Tensor:
         """Roll-outs (B, C, R, 3R) in and out; `latent` (B, D), `noise_level` (B,) of the condition."""
         z = torch.cat([latent, noise_level.to(latent)[:, None]], dim=1)
-        return self.unet(torch.cat([noisy, condition], dim=1), timesteps, z)
+        out = self.unet(torch.cat([noisy, condition], dim=1), timesteps, z)
+        return condition + out if self.config.residual else out
 
     def loss(self, clean: Tensor, condition: Tensor, latent: Tensor, noise_level: Tensor, *, noise: Tensor,
              timesteps: Tensor) -> Tensor:
@@ -157,4 +163,6 @@ class UpsamplerDiffusion(nn.Module):
             else:
                 out = self(model_in, t, condition, latent, level)
             x = scheduler.step(out, t, x).prev_sample
+        if cfg.diffusion.prediction == "sample":
+            x = out     # the last x0 itself, without the trace of noise a step to alpha_0 < 1 leaves
         return self.denormalise(roll_in(x))
