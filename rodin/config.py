@@ -344,10 +344,15 @@ PRESETS: dict[str, Preset] = {
         upsampler=UpsamplerConfig(
             unet=UNetConfig(channels=16, resolution=64, width=16, multipliers=(1, 2, 4), blocks=2,
                             attention_resolutions=(16,), heads=4, latent_dim=64, groups=8),
-            base_resolution=32),
+            # One step, no condition noise: the conditional mean, measured best by held-out render PSNR
+            # (28.21 dB against 27.87 for 8 steps; bicubic 28.14). Sampled detail costs PSNR here.
+            diffusion=DiffusionConfig(prediction="sample", sample_steps=1, guidance_scale=1.0, latent_dropout=0.1),
+            base_resolution=32, sample_noise=0.0),
         train_upsampler=TrainConfig(steps=1200, batch=8, lr=5e-4, warmup=100, ema_decay=0.999,
                                     checkpoint_every=200, sample_every=0, log_every=25),
-        refiner=RefinerConfig(scale=4, width=32, blocks=4),
+        # Width 64 and 6 blocks: +1.0 dB on held-out views over width 32 and 4 blocks (25.37 against 24.33 dB)
+        # for 8.7 instead of 3.0 min of training (BENCHMARKS.md).
+        refiner=RefinerConfig(scale=4, width=64, blocks=6),
         train_refiner=RefinerTrainConfig(steps=3000, batch=16, patch=16, lr=1e-3, warmup=100),
     ),
     "paper": Preset(

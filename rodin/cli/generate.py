@@ -80,8 +80,7 @@ def generate(
     seed: int = typer.Option(0, "--seed", help="Random seed (the avatar itself when neither --image nor --prompt)."),
     edit: str | None = typer.Option(None, "--edit", help="A change in words, e.g. 'with red hair'."),
     strength: float = typer.Option(1.0, "--strength", min=0.0, max=4.0, help="How far the edit moves the avatar."),
-    model: Path | None = typer.Option(None, "--model", help="Model folder (default: the shipped small model; "
-                                      "small-text for --prompt and --edit)."),
+    model: Path | None = typer.Option(None, "--model", help="Model folder (default: the shipped small-1k model)."),
     guidance: float | None = typer.Option(None, "--guidance", min=0.0, help="Classifier-free guidance scale."),
     steps: int | None = typer.Option(None, "--steps", min=1, max=1000, help="Sampling steps."),
     frames: int = typer.Option(48, "--frames", min=1, max=720, help="Turntable frames."),
@@ -110,7 +109,7 @@ def edit(
     out: Path = typer.Option(..., "--out", help="Folder to write the edited avatar's files into."),
     strength: float = typer.Option(1.0, "--strength", min=0.0, max=4.0, help="How far the edit moves the avatar."),
     seed: int = typer.Option(0, "--seed", help="Random seed (for a portrait; an avatar keeps its own)."),
-    model: Path | None = typer.Option(None, "--model", help="Model folder (default: the shipped small-text model)."),
+    model: Path | None = typer.Option(None, "--model", help="Model folder (default: the shipped small-1k model)."),
     frames: int = typer.Option(48, "--frames", min=1, max=720, help="Turntable frames."),
     resolution: int = typer.Option(128, "--resolution", min=16, max=1024, help="Image side of the renders."),
     mesh_resolution: int = typer.Option(128, "--mesh-resolution", min=16, max=512, help="Marching-cubes grid."),

@@ -62,7 +62,7 @@ def demo(
     workers: int = typer.Option(DEFAULT_WORKERS, "--workers", min=1, max=64,
                                 help="Requests computed at once; more wait."),
     model: Path | None = typer.Option(None, "--model", help="Model folder for everything (default: the shipped "
-                                      "small model; small-text for prompts and edits)."),
+                                      "small-1k model)."),
     out: Path | None = typer.Option(None, "--out", help="--batch: folder for everything it writes "
                                     "(default: demo_out)."),
     with_fit: bool = typer.Option(False, "--with-fit", help="--batch: also synthesise 4 new avatars and fit them."),
@@ -97,7 +97,8 @@ def _demo_batch(out: Path, model: Path | None, with_fit: bool) -> None:
 
     started = time.time()
     pipe = RodinPipeline.from_pretrained(model or default_model())
-    words = RodinPipeline.from_pretrained(model or default_model(text=True))
+    words_path = model or default_model(text=True)
+    words = pipe if Path(words_path) == Path(model or default_model()) else RodinPipeline.from_pretrained(words_path)
     if pipe.base is None or words.base is None:
         raise DataError(f"{model or default_model()}: no base diffusion model; train one with `rodin train base`")
     settings = dict(frames=24, resolution=128, mesh_resolution=96, mesh=True)

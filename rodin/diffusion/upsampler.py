@@ -6,9 +6,9 @@ paper's conditional upsampler does, so a few DDIM steps suffice. The same 3D-awa
 does the work: built for twice the plane channels in, with its last layer mapping back to the plane
 channels. By default the UNet's output is added to the condition (`UpsamplerConfig.residual`): its last
 layer starts at zero, so an untrained upsampler is exactly the enlargement and training only learns the
-detail that enlargement misses. Training corrupts the condition (noise, blur, a down-and-up resize) so that fitted planes
-look like what the base model makes; the noise level is appended to z, so the model knows how far
-to trust its condition and sampling can ask for a little of it too.
+detail that enlargement misses. Training corrupts the condition (noise, blur, a down-and-up resize)
+so that fitted planes look like what the base model makes; the noise level is appended to z, so the
+model knows how far to trust its condition and sampling can ask for a little of it too.
 """
 
 from __future__ import annotations
