@@ -202,7 +202,10 @@ class UpsamplerConfig:
         prediction="sample", sample_steps=8, guidance_scale=1.0, latent_dropout=0.1))
     base_resolution: int = 16         # side of the base planes it is conditioned on
     condition_mode: str = "bicubic"   # how the base planes are enlarged: "bicubic" or "bilinear"
-    residual: bool = True             # x0 = condition + the UNet's output: starts as plain enlargement (x0 only)
+    # x0 = condition + the UNet's output, so training starts from plain enlargement (x0 prediction only).
+    # Off by default so that an upsampler saved before this setting existed loads as it was trained; every
+    # preset turns it on.
+    residual: bool = False
     augment_noise: float = 0.2        # largest std of Gaussian noise on the condition (normalised units)
     augment_blur: float = 0.6         # largest Gaussian blur sigma on the condition, base-resolution texels
     augment_resize: float = 0.25      # share of training conditions also shrunk by 2 and enlarged again
@@ -307,6 +310,7 @@ PRESETS: dict[str, Preset] = {
         train_prior=TrainConfig(steps=200, batch=32, lr=2e-3, warmup=10, ema_decay=0.99, checkpoint_every=100,
                                 sample_every=0, log_every=20),
         upsampler=UpsamplerConfig(
+            residual=True,
             unet=UNetConfig(channels=8, resolution=32, width=16, multipliers=(1, 2), blocks=1,
                             attention_resolutions=(), heads=2, latent_dim=16, groups=4),
             base_resolution=16),
@@ -342,6 +346,7 @@ PRESETS: dict[str, Preset] = {
         # fitted 64² planes render only ~0.4 dB above bicubically enlarged 32² ones (BENCHMARKS.md), so
         # there is little detail for a wider network to find.
         upsampler=UpsamplerConfig(
+            residual=True,
             unet=UNetConfig(channels=16, resolution=64, width=16, multipliers=(1, 2, 4), blocks=2,
                             attention_resolutions=(16,), heads=4, latent_dim=64, groups=8),
             # One step, no condition noise: the conditional mean, measured best by held-out render PSNR
@@ -377,6 +382,7 @@ PRESETS: dict[str, Preset] = {
         train_base=TrainConfig(steps=500_000, batch=64, lr=1e-4, warmup=5000, ema_decay=0.9999,
                                checkpoint_every=5000, sample_every=20_000, log_every=100),
         upsampler=UpsamplerConfig(
+            residual=True,
             unet=UNetConfig(channels=32, resolution=256, width=64, multipliers=(1, 2, 2, 4, 4), blocks=2,
                             attention_resolutions=(16,), heads=8, latent_dim=512, groups=32),
             base_resolution=64),

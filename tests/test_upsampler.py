@@ -118,6 +118,12 @@ def test_an_untrained_residual_upsampler_is_the_enlargement_and_the_plain_one_is
     with pytest.raises(ConfigError, match="x0 prediction"):
         UpsamplerDiffusion(replace(TINY.upsampler, diffusion=replace(TINY.upsampler.diffusion,
                                                                      prediction="epsilon")))
+    # An upsampler saved before the setting existed (no "residual" key) loads as it was trained: not residual.
+    from dataclasses import asdict
+
+    from rodin.config import from_dict
+    saved = {k: v for k, v in asdict(TINY.upsampler).items() if k != "residual"}
+    assert from_dict(UpsamplerConfig, saved).residual is False
 
 
 def test_loss_goes_down_on_a_fixed_batch():

@@ -96,11 +96,11 @@ def _demo_batch(out: Path, model: Path | None, with_fit: bool) -> None:
     from rodin.pipeline import RodinPipeline
 
     started = time.time()
-    pipe = RodinPipeline.from_pretrained(model or default_model())
-    words_path = model or default_model(text=True)
-    words = pipe if Path(words_path) == Path(model or default_model()) else RodinPipeline.from_pretrained(words_path)
+    image_folder, text_folder = model or default_model(), model or default_model(text=True)
+    pipe = RodinPipeline.from_pretrained(image_folder)
+    words = pipe if text_folder == image_folder else RodinPipeline.from_pretrained(text_folder)
     if pipe.base is None or words.base is None:
-        raise DataError(f"{model or default_model()}: no base diffusion model; train one with `rodin train base`")
+        raise DataError(f"{image_folder}: no base diffusion model; train one with `rodin train base`")
     settings = dict(frames=24, resolution=128, mesh_resolution=96, mesh=True)
     portrait = example_file("portrait.png")
     runs: list[tuple[str, str, object, dict]] = [

@@ -4,7 +4,7 @@ It denoises full-resolution tri-planes while reading the base-resolution tri-pla
 resolution and concatenated to its input channels, and z. It predicts the clean planes (x0), as the
 paper's conditional upsampler does, so a few DDIM steps suffice. The same 3D-aware UNet as stage 2
 does the work: built for twice the plane channels in, with its last layer mapping back to the plane
-channels. By default the UNet's output is added to the condition (`UpsamplerConfig.residual`): its last
+channels. In every preset the UNet's output is added to the condition (`UpsamplerConfig.residual`): its last
 layer starts at zero, so an untrained upsampler is exactly the enlargement and training only learns the
 detail that enlargement misses. Training corrupts the condition (noise, blur, a down-and-up resize)
 so that fitted planes look like what the base model makes; the noise level is appended to z, so the
