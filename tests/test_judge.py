@@ -93,3 +93,35 @@ def test_misshaped_weights_fail_naming_the_tensor(tmp_path):
     save_file(tensors, str(weights))
     with pytest.raises(DataError, match="heads.glasses.weight"):
         load_judge(tmp_path / "j")
+
+
+def test_eval_judge_scores_ground_truth_and_fitted_planes(tiny_fit_run, tmp_path, capsys):
+    """`rodin eval judge`: accuracy on held-out views, portraits and renders of their fitted tri-planes."""
+    import json
+
+    from rodin.cli.main import main
+    from rodin.config import get_preset
+    from rodin.semantic.judge import JudgeConfig, train_judge
+
+    data = tiny_fit_run / "data"
+    train_judge(data, tmp_path / "judge", steps=5, batch=8, config=JudgeConfig(image_size=32, width=8,
+                multipliers=(1, 2)), log=lambda m: None)
+
+    def run(*args):
+        with pytest.raises(SystemExit) as exit_info:
+            main(["eval", "judge", *map(str, args)])
+        return exit_info.value.code or 0, capsys.readouterr()
+
+    code, captured = run(tmp_path / "judge", "--data", data, "--triplanes", tiny_fit_run / "run", "--preset", "tiny",
+                         "--out", tmp_path / "figures.json")
+    assert code == 0, captured.err
+    figures = json.loads(captured.out.strip().splitlines()[-1])
+    assert figures == json.loads((tmp_path / "figures.json").read_text())
+    assert figures["heldout_subjects"] == 1 and figures["fitted_subjects"] == 1     # subject_00006 is val
+    assert figures["fitted_resolution"] == get_preset("tiny").triplane.base_resolution
+    for key in ("views_acc", "portraits_acc", "fitted_acc"):
+        assert 0.0 <= figures[key] <= 1.0
+    assert set(figures["fitted_per_attribute"]) <= set(figures["views_per_attribute"])
+
+    code, captured = run(tmp_path / "nothing", "--data", data)
+    assert code == 2 and captured.err.startswith("error: ") and captured.err.count("\n") == 1

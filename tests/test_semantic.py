@@ -159,6 +159,19 @@ def test_eval_semantic_runs_end_to_end_with_a_tiny_judge(tiny_semantic_model, ti
     for key in ("portrait_attr_acc", "text_attr_acc", "edit_success", "edit_preservation", "judge_gt_acc"):
         assert 0.0 <= figures[key] <= 1.0
     assert figures["text_cases"] == 3 and figures["edit_cases"] == 2
+    assert figures["guidance_scale"] == pipe.base.config.diffusion.guidance_scale
+
+
+def test_eval_semantic_samples_at_the_guidance_it_is_given(tiny_semantic_model):
+    from rodin.eval.semantic import sample_batch
+
+    pipe = RodinPipeline.from_pretrained(tiny_semantic_model)
+    z = torch.randn(2, pipe.base.latent_dim)
+    default = sample_batch(pipe, z, [0, 1], steps=2)
+    same = sample_batch(pipe, z, [0, 1], steps=2, guidance_scale=pipe.base.config.diffusion.guidance_scale)
+    stronger = sample_batch(pipe, z, [0, 1], steps=2, guidance_scale=6.0)
+    assert torch.equal(default, same)
+    assert not torch.allclose(default, stronger)
 
 
 def test_paraphrased_prompts_use_phrases_no_caption_uses():

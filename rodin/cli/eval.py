@@ -5,7 +5,8 @@ last line, and writes its figures as JSON beside what it measured.
   recomputed only where missing), LPIPS with `--lpips FOLDER` (`rodin.eval.lpips`, views rendered again) and
   geometry, the mesh `rodin export` would write against the subject's ground-truth mesh.ply (Chamfer
   distance and F-score, `rodin.eval.geometry`).
-- `sheet MODEL`: a contact sheet to look at; `semantic MODEL`: attribute accuracy (`rodin.eval.semantic`).
+- `sheet MODEL`: a contact sheet to look at; `semantic MODEL`: attribute accuracy (`rodin.eval.semantic`);
+  `judge JUDGE`: how far that referee can be trusted on held-out ground truth and fitted tri-planes.
 - `samples MODEL`: FID/KID and attribute distances against held-out real subjects (`rodin.eval.samples`).
 - `consistency MODEL_OR_AVATAR`: multi-view consistency of turntables (`rodin.eval.consistency`).
 """
@@ -272,6 +273,11 @@ def semantic(
     strength: float = typer.Option(1.0, "--strength", min=0.0, max=4.0, help="Edit strength."),
     seed: int = typer.Option(0, "--seed", help="Seed of the cases and the sampling noise."),
     steps: int | None = typer.Option(None, "--steps", min=1, max=1000, help="Sampling steps (default: the model's)."),
+    guidance: float | None = typer.Option(None, "--guidance", min=0.0, max=20.0,
+                                          help="Classifier-free guidance scale of the base model (default: the "
+                                          "model's)."),
+    out: Path | None = typer.Option(None, "--out", help="Where to write the figures (default: "
+                                    "MODEL/eval_semantic.json)."),
 ) -> None:
     """Attribute accuracy of avatars from portraits, prompts and edits, read by the attribute judge."""
     from rich.console import Console
@@ -285,7 +291,7 @@ def semantic(
     pipe = RodinPipeline.from_pretrained(model)
     found = _find_judge(model, judge)
     figures = evaluate_semantic(pipe, load_judge(found).eval(), data, subjects=subjects, prompts=prompts,
-                                edits=edits, strength=strength, seed=seed, steps=steps,
+                                edits=edits, strength=strength, seed=seed, steps=steps, guidance_scale=guidance,
                                 log=lambda m: typer.echo(m, err=True))
     figures["judge"] = str(found)
     table = Table(title=f"semantic evaluation of {model}")
@@ -297,7 +303,51 @@ def semantic(
         elif isinstance(value, dict):
             table.add_row(key, ", ".join(f"{k} {v:.2f}" for k, v in value.items()))
     Console().print(table)
-    write_json(model / "eval_semantic.json", figures)
+    write_json(out or model / "eval_semantic.json", figures)
+    print(json.dumps(figures), flush=True)
+
+
+@app.command("judge")
+def judge_command(
+    judge: Path = typer.Argument(..., help="An attribute judge folder (`rodin train judge`)."),
+    data: Path = typer.Option(..., "--data", help="A generated dataset whose held-out (val/test) subjects are "
+                              "scored."),
+    triplanes: Path | None = typer.Option(None, "--triplanes", help="A fit run of that dataset: also score renders "
+                                          "of the fitted tri-planes, as avatars are scored."),
+    preset: str = typer.Option("small", "--preset", help="Scale preset of the fit run (its render settings and "
+                               "base resolution)."),
+    subjects: int | None = typer.Option(None, "--subjects", min=1, help="Use only the first N subjects of DATA."),
+    out: Path | None = typer.Option(None, "--out", help="Also write the figures to this JSON file."),
+) -> None:
+    """How far the attribute judge can be trusted: accuracy on held-out ground truth (and fitted tri-planes)."""
+    from rich.console import Console
+    from rich.table import Table
+
+    from rodin.config import get_preset
+    from rodin.errors import DataError
+    from rodin.eval.semantic import evaluate_judge
+    from rodin.io import write_json
+    from rodin.semantic.judge import load_judge
+
+    if not (judge / "config.json").is_file():
+        raise DataError(f"{judge}: not an attribute judge folder (train one with `rodin train judge`)")
+    p = get_preset(preset)
+    figures = evaluate_judge(load_judge(judge).eval(), data, run=triplanes, render=p.render,
+                             base_resolution=p.triplane.base_resolution, subjects=subjects)
+    figures["judge"] = str(judge)
+    table = Table(title=f"attribute judge {judge} on {data}")
+    table.add_column("attribute")
+    parts = [k for k in ("views", "portraits", "fitted") if f"{k}_per_attribute" in figures]
+    for part in parts:
+        table.add_column(part, justify="right")
+    table.add_column("majority (views)", justify="right")
+    for name in figures["views_per_attribute"]:
+        table.add_row(name, *(f"{figures[f'{k}_per_attribute'].get(name, float('nan')):.3f}" for k in parts),
+                      f"{figures['views_majority'].get(name, float('nan')):.3f}")
+    table.add_row("mean", *(f"{figures[f'{k}_acc']:.3f}" for k in parts), "")
+    Console().print(table)
+    if out is not None:
+        write_json(out, figures)
     print(json.dumps(figures), flush=True)
 
 

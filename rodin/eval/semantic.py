@@ -126,37 +126,45 @@ def pick_edit(attrs: dict, rng: random.Random) -> tuple[str, str, str]:
 
 
 # --- judging ----------------------------------------------------------------------------------------
-@torch.no_grad()
 def judge_planes(judge: AttributeJudge, pipe, planes: torch.Tensor, *, resolution: int = 64) -> list[dict[str, str]]:
     """The judge's reading of each tri-plane (B, 3, C, H, W) from the views around the front."""
+    return judge_renders(judge, pipe.decoder, pipe.render, planes, resolution=resolution)
+
+
+@torch.no_grad()
+def judge_renders(judge: AttributeJudge, decoder, render, planes: torch.Tensor, *,
+                  resolution: int = 64) -> list[dict[str, str]]:
+    """`judge_planes` with the decoder and render settings given apart from a pipeline (fitted planes)."""
     from rodin.train.base import render_planes
 
     probabilities = []
     for one in planes:
-        views = render_planes(one, pipe.decoder, pipe.render, azimuths=list(JUDGE_AZIMUTHS), resolution=resolution)
+        views = render_planes(one, decoder, render, azimuths=list(JUDGE_AZIMUTHS), resolution=resolution)
         pixels = torch.from_numpy(views).permute(0, 3, 1, 2).float() / 255.0
         logits = judge(pixels)
         probabilities.append({k: v.softmax(-1).mean(0) for k, v in logits.items()})
     return [{name: JUDGED[name][int(p[name].argmax())] for name in JUDGED} for p in probabilities]
 
 
-def _generate(pipe, latents: torch.Tensor, *, seed: int, batch: int, steps: int | None = None) -> torch.Tensor:
+def _generate(pipe, latents: torch.Tensor, *, seed: int, batch: int, steps: int | None = None,
+              guidance_scale: float | None = None) -> torch.Tensor:
     """Base-model tri-planes for each z, row k drawn with the noise of seed + k (as `pipe.sample` would)."""
     planes = []
     for start in range(0, len(latents), batch):
         chunk = latents[start:start + batch]
         noise_seeds = range(seed + start, seed + start + len(chunk))
-        planes.append(sample_batch(pipe, chunk, noise_seeds, steps=steps))
+        planes.append(sample_batch(pipe, chunk, noise_seeds, steps=steps, guidance_scale=guidance_scale))
     return torch.cat(planes)
 
 
-def sample_batch(pipe, latents: torch.Tensor, seeds, *, steps: int | None = None) -> torch.Tensor:
+def sample_batch(pipe, latents: torch.Tensor, seeds, *, steps: int | None = None,
+                 guidance_scale: float | None = None) -> torch.Tensor:
     """Several avatars in one batched sampling run; each row's noise is the one its seed gives alone."""
     base = pipe.base
     u = base.config.unet
     generators = [torch.Generator().manual_seed(int(s)) for s in seeds]
     noise = torch.cat([torch.randn(1, u.channels, u.resolution, 3 * u.resolution, generator=g) for g in generators])
-    return base.sample(latents, noise=noise, steps=steps)
+    return base.sample(latents, noise=noise, steps=steps, guidance_scale=guidance_scale)
 
 
 def _accuracy(pairs: list[tuple[str, str, str]]) -> tuple[float, dict[str, float]]:
@@ -171,7 +179,7 @@ def _accuracy(pairs: list[tuple[str, str, str]]) -> tuple[float, dict[str, float
 def evaluate_semantic(pipe, judge: AttributeJudge, data: Path, *, subjects: int = 100, prompts: int = 100,
                       edits: int = 100, strength: float = 1.0, seed: int = 0, batch: int = 16,
                       include_training: bool = False, steps: int | None = None,
-                      log: Callable[[str], None] = print) -> dict:
+                      guidance_scale: float | None = None, log: Callable[[str], None] = print) -> dict:
     """The figures of the module docstring over the held-out subjects of `data` (all of them with
     `include_training`, for data the model never saw)."""
     from rodin.semantic.judge import dataset_subjects
@@ -196,7 +204,11 @@ def evaluate_semantic(pipe, judge: AttributeJudge, data: Path, *, subjects: int 
 
     log(f"portraits: {len(chosen)} held-out subjects")
     latents = torch.cat([pipe.encode_image(f / "portrait.png") for f, _ in chosen])
-    originals = _generate(pipe, latents, seed=seed, batch=batch, steps=steps)
+
+    def generate(z: torch.Tensor, *, seed: int) -> torch.Tensor:
+        return _generate(pipe, z, seed=seed, batch=batch, steps=steps, guidance_scale=guidance_scale)
+
+    originals = generate(latents, seed=seed)
     judged = judge_planes(judge, pipe, originals)
     pairs = [(n, t[n], j[n]) for t, j in zip(truth, judged) for n in JUDGED if _judged(t, n)]
     figures["portrait_attr_acc"], figures["portrait_per_attribute"] = _accuracy(pairs)
@@ -212,7 +224,7 @@ def evaluate_semantic(pipe, judge: AttributeJudge, data: Path, *, subjects: int 
     texts = pipe.semantic.encode_texts([p for _, p in cases]).cpu()
     g = torch.Generator().manual_seed(seed + 1)
     text_latents = torch.cat([pipe.prior.sample(texts[k:k + batch], generator=g) for k in range(0, len(texts), batch)])
-    judged = judge_planes(judge, pipe, _generate(pipe, text_latents, seed=seed + 10_000, batch=batch, steps=steps))
+    judged = judge_planes(judge, pipe, generate(text_latents, seed=seed + 10_000))
     pairs = [(n, v, j[n]) for (named, _), j in zip(cases, judged) for n, v in named.items()]
     figures["text_attr_acc"], figures["text_per_attribute"] = _accuracy(pairs)
     figures["text_cases"] = len(cases)
@@ -227,8 +239,8 @@ def evaluate_semantic(pipe, judge: AttributeJudge, data: Path, *, subjects: int 
     after = torch.cat([pipe.edit_latent(latents[row:row + 1], text, strength=strength)
                        for row, _, _, text in edit_cases])
     noise_seed = seed + 20_000
-    judged_before = judge_planes(judge, pipe, _generate(pipe, before, seed=noise_seed, batch=batch, steps=steps))
-    judged_after = judge_planes(judge, pipe, _generate(pipe, after, seed=noise_seed, batch=batch, steps=steps))
+    judged_before = judge_planes(judge, pipe, generate(before, seed=noise_seed))
+    judged_after = judge_planes(judge, pipe, generate(after, seed=noise_seed))
     success, kept = [], []
     for (_, name, value, _), was, now in zip(edit_cases, judged_before, judged_after):
         success.append(now[name] == value)
@@ -239,7 +251,67 @@ def evaluate_semantic(pipe, judge: AttributeJudge, data: Path, *, subjects: int 
     figures["edit_cases"] = len(edit_cases)
     figures["edit_strength"] = strength
     figures["sample_steps"] = steps or pipe.base.config.diffusion.sample_steps
+    figures["guidance_scale"] = (pipe.base.config.diffusion.guidance_scale if guidance_scale is None
+                                 else guidance_scale)
     return figures
+
+
+def evaluate_judge(judge: AttributeJudge, data: Path, *, run: Path | None = None, render=None,
+                   base_resolution: int | None = None, subjects: int | None = None) -> dict:
+    """How far the referee can be trusted, on the held-out subjects of `data`: its accuracy per attribute
+    on their ground-truth front views and portraits, beside always naming the training split's most
+    common class; with a fit run of that data, also on renders of their fitted tri-planes (at
+    `base_resolution`, what the base model learns to draw) read as `evaluate_semantic` reads avatars.
+    That last figure is the most portrait_attr_acc can reach with this judge and this fit."""
+    from rodin.semantic.judge import dataset_subjects, judge_accuracy, load_images, majority_accuracy
+
+    size = judge.config.image_size
+    held = load_images(data, splits=("val", "test"), views="front", size=size, subjects=subjects)
+    if not len(held):
+        raise DataError(f"{data}: no complete held-out (val/test) subjects to score the judge on")
+    train_labels = [json.loads((f / "attributes.json").read_text()) for f, split in dataset_subjects(data)
+                    if split == "train"]
+    views, portraits = held.subset(~held.portrait), held.subset(held.portrait)
+    figures: dict = {"data": str(data), "heldout_subjects": len(set(held.subjects))}
+    for name, part in (("views", views), ("portraits", portraits)):
+        if len(part):
+            per = judge_accuracy(judge, part.pixels, part.label_dicts())
+            figures[f"{name}_acc"] = float(np.mean(list(per.values())))
+            figures[f"{name}_per_attribute"] = per
+            figures[f"{name}_majority"] = majority_accuracy(train_labels, part.label_dicts())
+    if run is not None:
+        figures.update(_judge_fitted(judge, data, Path(run), render=render, base_resolution=base_resolution,
+                                     subjects=set(held.subjects)))
+    return figures
+
+
+def _judge_fitted(judge: AttributeJudge, data: Path, run: Path, *, render, base_resolution: int | None,
+                  subjects: set[str]) -> dict:
+    from rodin.config import DecoderConfig
+    from rodin.fit.run import DECODER_KIND
+    from rodin.fit.store import TriplaneStore
+    from rodin.modeling import load_component
+    from rodin.semantic.judge import dataset_subjects
+    from rodin.triplane.decoder import TriplaneDecoder
+    from rodin.triplane.triplane import resize_planes
+
+    folders = {f.name: f for f, _ in dataset_subjects(data)}
+    store = TriplaneStore.open(run / "triplanes")
+    rows = [i for i, (sid, done) in enumerate(zip(store.ids, store.done)) if done and sid in subjects]
+    if not rows:
+        raise DataError(f"{run}: none of the held-out subjects of {data} is fitted in this run")
+    decoder = load_component(TriplaneDecoder, DecoderConfig, run / "decoder", kind=DECODER_KIND)
+    truth = [json.loads((folders[store.ids[i]] / "attributes.json").read_text()) for i in rows]
+    judged = []
+    for start in range(0, len(rows), 16):
+        planes = store.get(rows[start:start + 16]).float()
+        if base_resolution:
+            planes = resize_planes(planes, base_resolution)
+        judged += judge_renders(judge, decoder, render, planes)
+    pairs = [(n, t[n], j[n]) for t, j in zip(truth, judged) for n in JUDGED if _judged(t, n)]
+    overall, per = _accuracy(pairs)
+    return {"fitted_acc": overall, "fitted_per_attribute": per, "fitted_subjects": len(rows),
+            "fitted_resolution": base_resolution or store.planes.shape[-1], "run": str(run)}
 
 
 def _judged(attrs: dict, name: str) -> bool:
