@@ -207,7 +207,7 @@ def test_fit_train_sample_render(tiny_fit_run, tmp_path):
 def test_interrupted_training_resumes_to_the_same_model(tiny_fit_run, tmp_path, monkeypatch):
     from safetensors.torch import load_file
 
-    import rodin.train.base as trainer
+    import rodin.train.steps as trainer  # the shared loop writes the checkpoints
 
     train(tiny_fit_run / "run", tmp_path / "straight", sample_every=0)
     real_save = trainer.save_checkpoint
@@ -233,7 +233,7 @@ def test_interrupted_training_resumes_to_the_same_model(tiny_fit_run, tmp_path, 
 
 
 def test_resuming_with_other_settings_is_refused(tiny_fit_run, tmp_path, monkeypatch):
-    import rodin.train.base as trainer
+    import rodin.train.steps as trainer  # the shared loop writes the checkpoints
 
     real_save = trainer.save_checkpoint
 

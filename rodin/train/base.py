@@ -36,22 +36,14 @@ from rodin.render.volume import occupancy_from_density, render_views
 from rodin.semantic.pixel_encoder import KIND as LATENT_KIND
 from rodin.semantic.pixel_encoder import PixelEncoder, PixelEncoderConfig, load_portrait
 from rodin.semantic.space import latent_from_embedding
-from rodin.train.base_batches import BaseSteps, step_loader
-from rodin.train.loop import (
-    CHECKPOINT,
-    TrainLog,
-    check_finite,
-    load_checkpoint,
-    make_accelerator,
-    micro_batches,
-    remove_checkpoint,
-    save_checkpoint,
-    warmup_cosine,
-)
+from rodin.train.base_batches import BaseSteps, StepBatch, step_loader
+from rodin.train.loop import make_accelerator, remove_checkpoint
+from rodin.train.steps import finished_figures, train_steps
 from rodin.triplane.decoder import TriplaneDecoder
 from rodin.triplane.triplane import resize_planes
 
 SEMANTIC = "semantic"
+RECORD = "train_base.json"
 LOG_FIELDS = ("step", "time", "loss", "lr", "heldout_loss", "step_s")
 
 
@@ -152,8 +144,6 @@ def train_base(
     resume on another machine layout. `workers` > 0 reads batches ahead in that many DataLoader
     processes (pinned memory on CUDA); the result is the same as without (rodin.train.base_batches).
     """
-    from tqdm import tqdm
-
     run, out = Path(run), Path(out)
     if workers < 0:
         raise ConfigError(f"workers must be 0 or more, got {workers}")
@@ -185,89 +175,55 @@ def train_base(
         copy_tree(run / "decoder", out / "decoder")
 
     identity = {"train": asdict(tcfg), "model": asdict(mcfg), "run": str(run), "subjects": len(train_ids)}
-    finished = out / "train_base.json"
-    if finished.is_file() and not (out / CHECKPOINT).exists():
-        record = json.loads(finished.read_text())
-        if {k: record.get(k) for k in identity} == json.loads(json.dumps(identity)):
-            log(f"{out} already holds this trained model; nothing to do")
-            return record["figures"]
-        raise ConfigError(f"{out}: holds a model trained with other settings; use another --out")
+    figures = finished_figures(out, RECORD, identity, stage="base", state=out)
+    if figures is not None:
+        log(f"{out} already holds this trained model; nothing to do")
+        return figures
 
     torch.manual_seed(tcfg.seed)
     model = BaseDiffusion(mcfg)
     model.unet.gradient_checkpointing = gradient_checkpointing
     model.set_stats(*streamed_plane_stats(store, train_rows, resolution))
     optimizer = torch.optim.AdamW(model.parameters(), lr=tcfg.lr, weight_decay=tcfg.weight_decay)
-    ema = EMAModel(model.parameters(), decay=tcfg.ema_decay)
-    start = load_checkpoint(out, model=model, ema=ema, optimizer=optimizer, config=json.loads(json.dumps(identity)))
-    if start:
-        log(f"resuming from step {start}")
-
-    model, optimizer = accelerator.prepare(model, optimizer)
-    unwrapped = accelerator.unwrap_model(model)
-    ema.to(accelerator.device)
     device = accelerator.device
-    parts = micro_batches(tcfg.batch, accelerator)
-    scheduler = unwrapped.noise
-    share = slice(parts[0].start, parts[-1].stop)      # this process's rows of every global batch
-    loader = step_loader(
-        BaseSteps(store, train_rows, resolution=resolution, channels=mcfg.unet.channels, seed=tcfg.seed,
-                  batch=tcfg.batch, train_timesteps=scheduler.config.num_train_timesteps,
-                  latent_dropout=mcfg.diffusion.latent_dropout, share=share, first=start, steps=tcfg.steps),
-        workers=workers, pin_memory=device.type == "cuda")
-    train_log = TrainLog(out / "train_log.csv", LOG_FIELDS)
-    if accelerator.is_main_process:
-        train_log.truncate_after(start)
-    t0, running, last = time.time(), [], time.time()
-    bar = tqdm(range(start, tcfg.steps), initial=start, total=tcfg.steps, desc="train base", unit="step",
-               disable=not (show_progress and accelerator.is_main_process))
-    model.train()
-    for step, drawn in zip(bar, loader):
-        rows, keep = drawn.rows, drawn.keep
-        lr = tcfg.lr * warmup_cosine(step, warmup=tcfg.warmup, total=tcfg.steps)
-        for group in optimizer.param_groups:
-            group["lr"] = lr
-        losses = []
-        for mine in parts:
-            with accelerator.accumulate(model):
-                local = slice(mine.start - share.start, mine.stop - share.start)
-                clean = unwrapped.normalise(drawn.planes[local].to(device, non_blocking=True))
-                noise = drawn.noise[mine].to(device, non_blocking=True)
-                timesteps = drawn.timesteps[mine].to(device)
-                latent = (train_latents[rows[mine]] * keep[mine, None]).to(device)
-                noisy = scheduler.add_noise(clean, noise, timesteps)
-                target = diffusion_target(scheduler, clean, noise, timesteps)
-                with accelerator.autocast():
-                    loss = torch.nn.functional.mse_loss(model(noisy, timesteps, latent).float(), target)
-                check_finite(loss, step, out)
-                accelerator.backward(loss)
-                if tcfg.grad_clip > 0 and accelerator.sync_gradients:
-                    accelerator.clip_grad_norm_(model.parameters(), tcfg.grad_clip)
-                optimizer.step()
-                optimizer.zero_grad(set_to_none=True)
-            losses.append(loss.detach())
-        ema.step(unwrapped.parameters())
-        running.append(accelerator.reduce(torch.stack(losses).mean(), reduction="mean").item())
-        done = step + 1
-        if accelerator.is_main_process:
-            bar.set_postfix(loss=f"{np.mean(running[-50:]):.4f}")
-            row = {}
-            if done % tcfg.log_every == 0 or done == tcfg.steps:
-                now = time.time()
-                row = {"loss": float(np.mean(running)), "lr": lr, "step_s": (now - last) / max(1, len(running))}
-                running, last = [], now
-            if held_set is not None and (done == tcfg.steps or (tcfg.sample_every and done % tcfg.sample_every == 0)):
-                with swapped_in_ema(unwrapped, ema):
-                    row["heldout_loss"] = heldout_loss(unwrapped, held_set, seed=tcfg.seed)
-                    write_samples(unwrapped, decoder, held_set, preset, out / "samples" / f"step_{done:07d}.png",
-                                  seed=tcfg.seed)
-            if row:
-                train_log.append(step=done, time=round(time.time() - t0, 1), **row)
-            if done % tcfg.checkpoint_every == 0 and done < tcfg.steps:
-                save_checkpoint(out, model=unwrapped, ema=ema, optimizer=optimizer, step=done,
-                                config=json.loads(json.dumps(identity)))
-    bar.close()
-    accelerator.wait_for_everyone()
+    scheduler = model.noise
+    batches = None
+
+    def draw(step: int, share: slice) -> tuple[StepBatch, int]:
+        nonlocal batches
+        if batches is None:     # made at the first step, the one a resumed run starts from
+            batches = iter(step_loader(
+                BaseSteps(store, train_rows, resolution=resolution, channels=mcfg.unet.channels, seed=tcfg.seed,
+                          batch=tcfg.batch, train_timesteps=scheduler.config.num_train_timesteps,
+                          latent_dropout=mcfg.diffusion.latent_dropout, share=share, first=step, steps=tcfg.steps),
+                workers=workers, pin_memory=device.type == "cuda"))
+        return next(batches), share.start
+
+    def loss(net: torch.nn.Module, batch: tuple[StepBatch, int], mine: slice) -> torch.Tensor:
+        drawn, first = batch
+        local = slice(mine.start - first, mine.stop - first)
+        clean = model.normalise(drawn.planes[local].to(device, non_blocking=True))
+        noise = drawn.noise[mine].to(device, non_blocking=True)
+        timesteps = drawn.timesteps[mine].to(device)
+        latent = (train_latents[drawn.rows[mine]] * drawn.keep[mine, None]).to(device)
+        noisy = scheduler.add_noise(clean, noise, timesteps)
+        target = diffusion_target(scheduler, clean, noise, timesteps)
+        return torch.nn.functional.mse_loss(net(noisy, timesteps, latent).float(), target)
+
+    def after(done: int, trained: BaseDiffusion, ema: EMAModel) -> dict:
+        if held_set is None or not (done == tcfg.steps or (tcfg.sample_every and done % tcfg.sample_every == 0)):
+            return {}
+        with swapped_in_ema(trained, ema):
+            row = {"heldout_loss": heldout_loss(trained, held_set, seed=tcfg.seed)}
+            write_samples(trained, decoder, held_set, preset, out / "samples" / f"step_{done:07d}.png", seed=tcfg.seed)
+        return row
+
+    t0 = time.time()
+    unwrapped, ema, _ = train_steps(model, optimizer, train=tcfg, out=out, identity=identity, accelerator=accelerator,
+                                    draw=draw, loss=loss, stage="base", desc="train base", log=log,
+                                    show_progress=show_progress, state=out, log_file="train_log.csv",
+                                    fields=LOG_FIELDS, after=after)
+    batches = None      # lets the DataLoader's workers go
     figures: dict = {"steps": tcfg.steps, "train_subjects": len(train_ids), "wall_s": round(time.time() - t0, 1),
                      "processes": accelerator.num_processes}
     if accelerator.is_main_process:
@@ -276,7 +232,7 @@ def train_base(
             save_component(unwrapped, out / "base", kind=BASE_KIND, dtype=torch.float16)
             if held_set is not None:
                 figures["heldout_loss"] = heldout_loss(unwrapped, held_set, seed=tcfg.seed)
-        write_json(out / "train_base.json", {**identity, "data": str(dataset), "figures": figures})
+        write_json(out / RECORD, {**identity, "data": str(dataset), "figures": figures})
         write_model_index(out, render=preset.render, preset=preset.name,
                           components={"base": "base", "decoder": "decoder", encode.component: encode.component})
         remove_checkpoint(out)

@@ -13,12 +13,10 @@ from __future__ import annotations
 import json
 import time
 from collections.abc import Callable
-from dataclasses import asdict
+from dataclasses import asdict, dataclass
 from pathlib import Path
 
-import numpy as np
 import torch
-from diffusers.training_utils import EMAModel
 
 from rodin.config import EncoderTrainConfig, PriorConfig, TrainConfig
 from rodin.diffusion.prior import KIND, LatentPrior
@@ -27,20 +25,21 @@ from rodin.io import remove_tree, write_json
 from rodin.modeling import save_component
 from rodin.semantic.portraits import PortraitSet, load_portrait_set, on_white
 from rodin.semantic.space import SemanticEncoder, latent_from_embedding
-from rodin.train.loop import (
-    CHECKPOINT,
-    TrainLog,
-    check_finite,
-    load_checkpoint,
-    make_accelerator,
-    micro_batches,
-    save_checkpoint,
-    step_generator,
-    warmup_cosine,
-)
+from rodin.train.loop import CHECKPOINT, make_accelerator, step_generator
+from rodin.train.steps import state_folder, train_steps
 
 PRIOR = "prior"
-LOG_FIELDS = ("step", "time", "loss", "lr", "step_s")
+
+
+@dataclass
+class PriorBatch:
+    """One step's draws for the whole global batch."""
+
+    rows: torch.Tensor         # (B,) training subjects
+    wording: torch.Tensor      # (B,) which of each subject's captions
+    keep: torch.Tensor         # (B, 1) 1 keeps the caption, 0 drops it to the null vector
+    noise: torch.Tensor        # (B, dim)
+    timesteps: torch.Tensor    # (B,)
 
 
 def resize_pixels(pixels: torch.Tensor, size: int) -> torch.Tensor:
@@ -101,14 +100,12 @@ def train_prior(data: Path, out: Path, *, encoder: SemanticEncoder, config: Prio
     As `train_base`: one process or many under `accelerate launch`, each training on its rows of the
     same global batch (same weights whatever the number of processes); the main process writes.
     """
-    from tqdm import tqdm
-
     out = Path(out)
     if config.dim != encoder.dim:
         raise ConfigError(f"the prior's dim {config.dim} differs from the encoder's {encoder.dim}")
     identity = json.loads(json.dumps({"model": asdict(config), "train": asdict(train), "data": str(data)}))
     finished = out / "prior_metrics.json"
-    state = out / ".prior_state"        # its own checkpoint: several stages train into one model folder
+    state = state_folder(out, PRIOR)    # its own checkpoint: several stages train into one model folder
     if finished.is_file() and not (state / CHECKPOINT).exists() and (out / PRIOR / "config.json").is_file():
         record = json.loads(finished.read_text())
         if {k: record.get(k) for k in identity} == identity:
@@ -135,71 +132,36 @@ def train_prior(data: Path, out: Path, *, encoder: SemanticEncoder, config: Prio
     torch.manual_seed(train.seed)
     prior = LatentPrior(config)
     optimizer = torch.optim.AdamW(prior.parameters(), lr=train.lr, weight_decay=train.weight_decay)
-    ema = EMAModel(prior.parameters(), decay=train.ema_decay)
     out.mkdir(parents=True, exist_ok=True)
-    start = load_checkpoint(state, model=prior, ema=ema, optimizer=optimizer, config=identity)
-    if start:
-        log(f"resuming from step {start}")
-    prior_model, optimizer = accelerator.prepare(prior, optimizer)
-    unwrapped = accelerator.unwrap_model(prior_model)
-    ema.to(accelerator.device)
     device = accelerator.device
-    parts = micro_batches(train.batch, accelerator)
-    main = accelerator.is_main_process
-    train_log = TrainLog(out / "prior_log.csv", LOG_FIELDS)
-    if main:
-        train_log.truncate_after(start)
     n, k = texts.shape[:2]
-    scheduler = unwrapped.noise
-    t0, last, running = time.time(), time.time(), []
-    bar = tqdm(range(start, train.steps), initial=start, total=train.steps, desc="train prior", unit="step",
-               disable=not (show_progress and main))
-    prior_model.train()
-    for step in bar:
+    scheduler = prior.noise
+
+    def draw(step: int, share: slice) -> PriorBatch:
         g = step_generator(train.seed, step)
         rows = torch.randint(n, (train.batch,), generator=g)
         wording = torch.randint(k, (train.batch,), generator=g)
         keep = (torch.rand(train.batch, generator=g) >= config.diffusion.latent_dropout).float()[:, None]
         noise = torch.randn(train.batch, config.dim, generator=g)
         timesteps = torch.randint(scheduler.config.num_train_timesteps, (train.batch,), generator=g)
-        lr = train.lr * warmup_cosine(step, warmup=train.warmup, total=train.steps)
-        for group in optimizer.param_groups:
-            group["lr"] = lr
-        losses = []
-        for mine in parts:
-            with accelerator.accumulate(prior_model):
-                clean, t = latents[rows[mine]].to(device), timesteps[mine].to(device)
-                noisy = scheduler.add_noise(clean, noise[mine].to(device), t)
-                # Through the prepared (DDP) module, so that gradients are averaged across processes.
-                predicted = prior_model(noisy, t, (texts[rows[mine], wording[mine]] * keep[mine]).to(device))
-                loss = torch.nn.functional.mse_loss(predicted.float(), clean)
-                check_finite(loss, step, state)
-                accelerator.backward(loss)
-                if train.grad_clip > 0 and accelerator.sync_gradients:
-                    accelerator.clip_grad_norm_(prior_model.parameters(), train.grad_clip)
-                optimizer.step()
-                optimizer.zero_grad(set_to_none=True)
-            losses.append(loss.detach())
-        ema.step(unwrapped.parameters())
-        running.append(accelerator.reduce(torch.stack(losses).mean(), reduction="mean").item())
-        done = step + 1
-        bar.set_postfix(loss=f"{np.mean(running[-50:]):.4f}")
-        if not main:
-            continue
-        if done % train.log_every == 0 or done == train.steps:
-            now = time.time()
-            train_log.append(step=done, time=round(now - t0, 1), loss=float(np.mean(running)), lr=lr,
-                             step_s=(now - last) / len(running))
-            running, last = [], now
-        if done % train.checkpoint_every == 0 and done < train.steps:
-            save_checkpoint(state, model=unwrapped, ema=ema, optimizer=optimizer, step=done, config=identity)
-    bar.close()
-    accelerator.wait_for_everyone()
+        return PriorBatch(rows, wording, keep, noise, timesteps)
+
+    def loss(net: torch.nn.Module, batch: PriorBatch, mine: slice) -> torch.Tensor:
+        clean, t = latents[batch.rows[mine]].to(device), batch.timesteps[mine].to(device)
+        noisy = scheduler.add_noise(clean, batch.noise[mine].to(device), t)
+        # Through the prepared (DDP) module, so that gradients are averaged across processes.
+        predicted = net(noisy, t, (texts[batch.rows[mine], batch.wording[mine]] * batch.keep[mine]).to(device))
+        return torch.nn.functional.mse_loss(predicted.float(), clean)
+
+    t0 = time.time()
+    unwrapped, ema, _ = train_steps(prior, optimizer, train=train, out=out, identity=identity,
+                                    accelerator=accelerator, draw=draw, loss=loss, stage=PRIOR, desc="train prior",
+                                    log=log, show_progress=show_progress)
     ema.copy_to(unwrapped.parameters())
     unwrapped.eval()
     figures = {"steps": train.steps, "train_subjects": n, "wall_s": round(time.time() - t0, 1),
                "processes": accelerator.num_processes}
-    if not main:
+    if not accelerator.is_main_process:
         return figures
     figures = {**(evaluate_prior(unwrapped, *held, seed=train.seed) if held is not None else {}), **figures}
     save_component(unwrapped.cpu(), out / PRIOR, kind=KIND)

@@ -1,11 +1,12 @@
-"""The optimisation loop of the later stages (upsampler, refiner): one function, their losses plugged in.
+"""The optimisation loop of every diffusion stage (base, prior, upsampler, refiner), their losses plugged in.
 
 A stage gives a `draw(step, share)` that makes step `step`'s batch (a pure function of the step, drawn
 from `step_generator`, holding this process's rows `share` of the global batch) and a
-`loss(model, batch, rows)` of the global-batch rows `rows` (a micro-batch inside `share`). Everything
-else is the base stage's machinery (rodin.train.loop): accelerate, micro-batches per process, warm-up +
-cosine learning rate, gradient clipping, EMA, resumable checkpoints that the run's identity must match,
-and a CSV log.
+`loss(model, batch, rows)` of the global-batch rows `rows` (a micro-batch inside `share`); optionally an
+`after(done, model, ema)` run on the main process after each step, whose fields join that step's log row
+(the base stage's held-out loss and sample renders). Everything else is shared (rodin.train.loop):
+accelerate, micro-batches per process, warm-up + cosine learning rate, gradient clipping, EMA, resumable
+checkpoints that the run's identity must match, and a CSV log.
 """
 
 from __future__ import annotations
@@ -42,10 +43,13 @@ def state_folder(out: Path, stage: str) -> Path:
     return out / f".{stage}_state"
 
 
-def finished_figures(out: Path, record: str, identity: dict, *, stage: str) -> dict | None:
-    """The figures of a run already finished in OUT with this identity; an error if OUT holds another."""
+def finished_figures(out: Path, record: str, identity: dict, *, stage: str,
+                     state: Path | None = None) -> dict | None:
+    """The figures of a run already finished in OUT with this identity; an error if OUT holds another.
+
+    `state` is where the stage keeps its checkpoint when not in `state_folder` (the base stage: OUT)."""
     path = out / record
-    if not path.is_file() or (state_folder(out, stage) / CHECKPOINT).exists():
+    if not path.is_file() or ((state or state_folder(out, stage)) / CHECKPOINT).exists():
         return None
     done = json.loads(path.read_text())
     if {k: done.get(k) for k in identity} == json.loads(json.dumps(identity)):
@@ -67,17 +71,23 @@ def train_steps(
     desc: str,
     log: Callable[[str], None],
     show_progress: bool,
+    state: Path | None = None,
+    log_file: str | None = None,
+    fields: tuple[str, ...] = LOG_FIELDS,
+    after: Callable[[int, nn.Module, EMAModel], dict] | None = None,
 ) -> tuple[nn.Module, EMAModel, list[float]]:
     """Train (or resume) to `train.steps`; returns the unwrapped model, its EMA and the logged losses.
 
-    `identity` (JSON-able) is what a checkpoint must match to be resumed. The checkpoint (OUT/.STAGE_state)
-    and the log (OUT/STAGE_log.csv) are the stage's own: every stage trains into the same model folder.
+    `identity` (JSON-able) is what a checkpoint must match to be resumed. The checkpoint (`state`/checkpoint,
+    `state` by default OUT/.STAGE_state) and the log (OUT/`log_file`, by default STAGE_log.csv, columns
+    `fields`) are the stage's own: every stage trains into the same model folder. The base stage, the first,
+    keeps its older layout: OUT/checkpoint and OUT/train_log.csv.
     """
     from tqdm import tqdm
 
     config = json.loads(json.dumps(identity))
     ema = EMAModel(model.parameters(), decay=train.ema_decay)
-    state = state_folder(out, stage)
+    state = state or state_folder(out, stage)
     start = load_checkpoint(state, model=model, ema=ema, optimizer=optimizer, config=config)
     if start:
         log(f"resuming from step {start}")
@@ -86,7 +96,7 @@ def train_steps(
     ema.to(accelerator.device)
     parts = micro_batches(train.batch, accelerator)
     share = slice(parts[0].start, parts[-1].stop)
-    train_log = TrainLog(out / f"{stage}_log.csv", LOG_FIELDS)
+    train_log = TrainLog(out / (log_file or f"{stage}_log.csv"), fields)
     if accelerator.is_main_process:
         train_log.truncate_after(start)
     t0, last, running, logged = time.time(), time.time(), [], []
@@ -103,7 +113,7 @@ def train_steps(
             with accelerator.accumulate(model):
                 with accelerator.autocast():
                     value = loss(model, batch, rows)
-                check_finite(value, step, out)
+                check_finite(value, step, state)
                 accelerator.backward(value)
                 if train.grad_clip > 0 and accelerator.sync_gradients:
                     accelerator.clip_grad_norm_(model.parameters(), train.grad_clip)
@@ -115,13 +125,16 @@ def train_steps(
         done = step + 1
         if accelerator.is_main_process:
             bar.set_postfix(loss=f"{np.mean(running[-50:]):.4f}")
+            row = {}
             if done % train.log_every == 0 or done == train.steps:
                 now = time.time()
-                mean = float(np.mean(running))
-                logged.append(mean)
-                train_log.append(step=done, time=round(now - t0, 1), loss=mean, lr=lr,
-                                 step_s=(now - last) / max(1, len(running)))
+                logged.append(float(np.mean(running)))
+                row = {"loss": logged[-1], "lr": lr, "step_s": (now - last) / max(1, len(running))}
                 running, last = [], now
+            if after is not None:
+                row.update(after(done, unwrapped, ema))
+            if row:
+                train_log.append(step=done, time=round(time.time() - t0, 1), **row)
             if done % train.checkpoint_every == 0 and done < train.steps:
                 save_checkpoint(state, model=unwrapped, ema=ema, optimizer=optimizer, step=done, config=config)
     bar.close()
