@@ -160,6 +160,7 @@ def test_eval_semantic_runs_end_to_end_with_a_tiny_judge(tiny_semantic_model, ti
         assert 0.0 <= figures[key] <= 1.0
     assert figures["text_cases"] == 3 and figures["edit_cases"] == 2
     assert figures["guidance_scale"] == pipe.base.config.diffusion.guidance_scale
+    assert figures["cases_from"] == "all subjects"
 
 
 def test_eval_semantic_samples_at_the_guidance_it_is_given(tiny_semantic_model):

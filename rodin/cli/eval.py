@@ -278,6 +278,8 @@ def semantic(
                                           "model's)."),
     out: Path | None = typer.Option(None, "--out", help="Where to write the figures (default: "
                                     "MODEL/eval_semantic.json)."),
+    training: bool = typer.Option(False, "--training", help="Take the cases from every subject of DATA, training "
+                                  "ones too: tells a model that under-fits from one that fails to generalise."),
 ) -> None:
     """Attribute accuracy of avatars from portraits, prompts and edits, read by the attribute judge."""
     from rich.console import Console
@@ -292,7 +294,7 @@ def semantic(
     found = _find_judge(model, judge)
     figures = evaluate_semantic(pipe, load_judge(found).eval(), data, subjects=subjects, prompts=prompts,
                                 edits=edits, strength=strength, seed=seed, steps=steps, guidance_scale=guidance,
-                                log=lambda m: typer.echo(m, err=True))
+                                include_training=training, log=lambda m: typer.echo(m, err=True))
     figures["judge"] = str(found)
     table = Table(title=f"semantic evaluation of {model}")
     table.add_column("measure")

@@ -251,6 +251,7 @@ def evaluate_semantic(pipe, judge: AttributeJudge, data: Path, *, subjects: int 
     figures["edit_cases"] = len(edit_cases)
     figures["edit_strength"] = strength
     figures["sample_steps"] = steps or pipe.base.config.diffusion.sample_steps
+    figures["cases_from"] = "all subjects" if include_training else "held-out subjects"
     figures["guidance_scale"] = (pipe.base.config.diffusion.guidance_scale if guidance_scale is None
                                  else guidance_scale)
     return figures
