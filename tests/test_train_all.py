@@ -94,6 +94,9 @@ def test_train_all_stage_by_stage_then_resumes_to_a_loadable_model(quick_tiny, t
     for folder in components.values():
         assert (model / folder / "config.json").is_file()
     assert (model / "judge" / "config.json").is_file()
+    # The judge learns from identities of its own, not from the fit dataset's.
+    assert figures["judge"]["data"] == str(work / "judge-data")
+    assert figures["judge"]["train_subjects"] + figures["judge"]["heldout_subjects"] == 12
     assert (work / "data" / "index.json").is_file() and (work / "fit" / "triplanes").is_dir()
     assert not (model / "data").exists() and not (model / "triplanes").exists()
 

@@ -3,6 +3,7 @@
 WORK/                 (not shipped)
   data/               the generated dataset (`rodin data synth`)
   fit/                the fit run: shared decoder and tri-plane store (`rodin fit`)
+  judge-data/         identities generated for the attribute judge alone, a few views each
 MODEL/
   semantic/ base/ decoder/ prior/ upsampler/ refiner/    the components model_index.json names
   judge/              the attribute judge the evaluation reads (not a pipeline component)
@@ -67,6 +68,10 @@ class Plan:
     @property
     def fit(self) -> Path:
         return self.work / "fit"
+
+    @property
+    def judge_data(self) -> Path:
+        return self.work / "judge-data" if self.preset.train_judge.subjects else self.data
 
     def dataset(self) -> dict[str, Any]:
         d = self.preset.data
@@ -255,7 +260,14 @@ def _judge(plan: Plan, *, log, show_progress: bool, cpu: bool) -> dict:
     from rodin.semantic.judge import train_judge
 
     t = plan.preset.train_judge
-    metrics = train_judge(plan.data, plan.out / "judge", steps=t.steps, batch=t.batch, seed=t.seed, log=log)
+    if t.subjects:
+        from rodin.data.synth import synth_dataset
+
+        d = plan.preset.data
+        synth_dataset(plan.judge_data, subjects=t.subjects, views=t.views, resolution=d.resolution, seed=t.data_seed,
+                      portrait_resolution=d.portrait_resolution, progress=show_progress,
+                      workers=max(1, min(4, os.cpu_count() or 1, t.subjects // 100)))
+    metrics = train_judge(plan.judge_data, plan.out / "judge", steps=t.steps, batch=t.batch, seed=t.seed, log=log)
     return {**metrics, "accuracy_mean": _mean(metrics["accuracy"]), "majority_mean": _mean(metrics["majority"]),
             "train_accuracy_mean": _mean(metrics["train_accuracy"])}
 
