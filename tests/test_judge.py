@@ -112,7 +112,7 @@ def test_eval_judge_scores_ground_truth_and_fitted_planes(tiny_fit_run, tmp_path
             main(["eval", "judge", *map(str, args)])
         return exit_info.value.code or 0, capsys.readouterr()
 
-    code, captured = run(tmp_path / "judge", "--data", data, "--triplanes", tiny_fit_run / "run", "--preset", "tiny",
+    code, captured = run(tmp_path / "judge", "--data", data, "--triplanes", tiny_fit_run / "run",   # preset: the run's
                          "--out", tmp_path / "figures.json")
     assert code == 0, captured.err
     figures = json.loads(captured.out.strip().splitlines()[-1])

@@ -316,8 +316,8 @@ def judge_command(
                               "scored."),
     triplanes: Path | None = typer.Option(None, "--triplanes", help="A fit run of that dataset: also score renders "
                                           "of the fitted tri-planes, as avatars are scored."),
-    preset: str = typer.Option("small", "--preset", help="Scale preset of the fit run (its render settings and "
-                               "base resolution)."),
+    preset: str | None = typer.Option(None, "--preset", help="Scale preset for the renders and base resolution "
+                                      "(default: the one the fit run recorded, else small)."),
     subjects: int | None = typer.Option(None, "--subjects", min=1, help="Use only the first N subjects of DATA."),
     out: Path | None = typer.Option(None, "--out", help="Also write the figures to this JSON file."),
 ) -> None:
@@ -333,7 +333,12 @@ def judge_command(
 
     if not (judge / "config.json").is_file():
         raise DataError(f"{judge}: not an attribute judge folder (train one with `rodin train judge`)")
-    p = get_preset(preset)
+    if preset is None and triplanes is not None:
+        try:
+            preset = json.loads((triplanes / "fit_config.json").read_text())["preset"]
+        except (OSError, ValueError, KeyError, TypeError):
+            raise DataError(f"{triplanes}: no preset recorded in fit_config.json; pass --preset") from None
+    p = get_preset(preset or "small")
     figures = evaluate_judge(load_judge(judge).eval(), data, run=triplanes, render=p.render,
                              base_resolution=p.triplane.base_resolution, subjects=subjects)
     figures["judge"] = str(judge)

@@ -263,44 +263,46 @@ def evaluate_judge(judge: AttributeJudge, data: Path, *, run: Path | None = None
     on their ground-truth front views and portraits, beside always naming the training split's most
     common class; with a fit run of that data, also on renders of their fitted tri-planes (at
     `base_resolution`, what the base model learns to draw) read as `evaluate_semantic` reads avatars.
-    That last figure is the most portrait_attr_acc can reach with this judge and this fit."""
-    from rodin.semantic.judge import dataset_subjects, judge_accuracy, load_images, majority_accuracy
+    That last figure is the most portrait_attr_acc can reach with this judge and this fit. Every overall
+    figure is pooled over (image, attribute) pairs, as `evaluate_semantic`'s are."""
+    from rodin.semantic.judge import dataset_subjects, load_images, majority_accuracy
 
     size = judge.config.image_size
     held = load_images(data, splits=("val", "test"), views="front", size=size, subjects=subjects)
     if not len(held):
         raise DataError(f"{data}: no complete held-out (val/test) subjects to score the judge on")
-    train_labels = [json.loads((f / "attributes.json").read_text()) for f, split in dataset_subjects(data)
-                    if split == "train"]
+    listed = dataset_subjects(data)
+    train_labels = [json.loads((f / "attributes.json").read_text()) for f, split in listed if split == "train"]
     views, portraits = held.subset(~held.portrait), held.subset(held.portrait)
     figures: dict = {"data": str(data), "heldout_subjects": len(set(held.subjects))}
     for name, part in (("views", views), ("portraits", portraits)):
         if len(part):
-            per = judge_accuracy(judge, part.pixels, part.label_dicts())
-            figures[f"{name}_acc"] = float(np.mean(list(per.values())))
-            figures[f"{name}_per_attribute"] = per
-            figures[f"{name}_majority"] = majority_accuracy(train_labels, part.label_dicts())
+            truth = part.label_dicts()
+            judged = [guess for start in range(0, len(part), 256)
+                      for guess in judge.predict(part.pixels[start:start + 256])]
+            pairs = [(n, t[n], j[n]) for t, j in zip(truth, judged) for n in t]
+            figures[f"{name}_acc"], figures[f"{name}_per_attribute"] = _accuracy(pairs)
+            figures[f"{name}_majority"] = majority_accuracy(train_labels, truth)
     if run is not None:
-        figures.update(_judge_fitted(judge, data, Path(run), render=render, base_resolution=base_resolution,
+        folders = {f.name: f for f, _ in listed}
+        figures.update(_judge_fitted(judge, folders, Path(run), render=render, base_resolution=base_resolution,
                                      subjects=set(held.subjects)))
     return figures
 
 
-def _judge_fitted(judge: AttributeJudge, data: Path, run: Path, *, render, base_resolution: int | None,
-                  subjects: set[str]) -> dict:
+def _judge_fitted(judge: AttributeJudge, folders: dict[str, Path], run: Path, *, render,
+                  base_resolution: int | None, subjects: set[str]) -> dict:
     from rodin.config import DecoderConfig
     from rodin.fit.run import DECODER_KIND
     from rodin.fit.store import TriplaneStore
     from rodin.modeling import load_component
-    from rodin.semantic.judge import dataset_subjects
     from rodin.triplane.decoder import TriplaneDecoder
     from rodin.triplane.triplane import resize_planes
 
-    folders = {f.name: f for f, _ in dataset_subjects(data)}
     store = TriplaneStore.open(run / "triplanes")
     rows = [i for i, (sid, done) in enumerate(zip(store.ids, store.done)) if done and sid in subjects]
     if not rows:
-        raise DataError(f"{run}: none of the held-out subjects of {data} is fitted in this run")
+        raise DataError(f"{run}: none of the dataset's held-out subjects is fitted in this run")
     decoder = load_component(TriplaneDecoder, DecoderConfig, run / "decoder", kind=DECODER_KIND)
     truth = [json.loads((folders[store.ids[i]] / "attributes.json").read_text()) for i in rows]
     judged = []
