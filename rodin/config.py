@@ -129,6 +129,11 @@ class BaseModelConfig:
 
     unet: UNetConfig = field(default_factory=UNetConfig)
     diffusion: DiffusionConfig = field(default_factory=DiffusionConfig)
+    # Training only: a photometric loss on renders of the predicted clean planes (rodin.train.render_loss),
+    # beside the plane-space loss, which weighs texels that change no image as much as those that do.
+    render_weight: float = 0.0
+    render_patches: int = 4           # 8x8-pixel patches rendered per example and step
+    render_views: int = 4             # ground-truth views per subject kept in memory for that loss
 
 
 @dataclass(frozen=True)

@@ -33,6 +33,11 @@ def base(
     lr: float | None = typer.Option(None, "--lr", min=0.0, help="Peak learning rate."),
     conv: str | None = typer.Option(None, "--conv", help="aware (3D-aware, default) or plain, for the ablation."),
     prediction: str | None = typer.Option(None, "--prediction", help="v_prediction (default) or epsilon."),
+    width: int | None = typer.Option(None, "--width", min=8, help="UNet channels at full resolution (default: the "
+                                     "preset's)."),
+    render_weight: float | None = typer.Option(None, "--render-weight", min=0.0, help="Weight of the photometric "
+                                               "loss on renders of the predicted planes (0 turns it off; default: "
+                                               "the preset's)."),
     sample_every: int | None = typer.Option(None, "--sample-every", min=0, help="Steps between sample renders."),
     seed: int | None = typer.Option(None, "--seed", help="Training seed."),
     cpu: bool = typer.Option(False, "--cpu", help="Train on the CPU even when a GPU is present."),
@@ -60,6 +65,10 @@ def base(
         mcfg = replace(mcfg, unet=replace(mcfg.unet, conv=conv))
     if prediction is not None:
         mcfg = replace(mcfg, diffusion=replace(mcfg.diffusion, prediction=prediction))
+    if width is not None:
+        mcfg = replace(mcfg, unet=replace(mcfg.unet, width=width))
+    if render_weight is not None:
+        mcfg = replace(mcfg, render_weight=render_weight)
     from rodin.diffusion.unet import check_unet_config
 
     check_unet_config(mcfg.unet)

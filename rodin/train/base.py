@@ -23,7 +23,7 @@ from diffusers.training_utils import EMAModel
 
 from rodin.config import BaseModelConfig, DecoderConfig, Preset, RenderConfig, TrainConfig
 from rodin.diffusion.base import KIND as BASE_KIND
-from rodin.diffusion.base import BaseDiffusion, diffusion_target
+from rodin.diffusion.base import BaseDiffusion, diffusion_target, predicted_clean
 from rodin.errors import ConfigError, DataError
 from rodin.fit.run import DECODER_KIND, list_sources
 from rodin.fit.store import TriplaneStore
@@ -38,6 +38,7 @@ from rodin.semantic.pixel_encoder import PixelEncoder, PixelEncoderConfig, load_
 from rodin.semantic.space import latent_from_embedding
 from rodin.train.base_batches import BaseSteps, StepBatch, step_loader
 from rodin.train.loop import make_accelerator, remove_checkpoint
+from rodin.train.render_loss import RenderTerm
 from rodin.train.steps import finished_figures, train_steps
 from rodin.triplane.decoder import TriplaneDecoder
 from rodin.triplane.triplane import resize_planes
@@ -173,6 +174,9 @@ def train_base(
                          encode(portrait_paths(dataset, held_ids))) if held_ids else None)
     if accelerator.is_main_process:
         copy_tree(run / "decoder", out / "decoder")
+    renders = RenderTerm.load(run, dataset, train_ids, weight=mcfg.render_weight, views=mcfg.render_views,
+                              preset=preset, device=accelerator.device, stage="base model",
+                              log=log if accelerator.is_main_process else lambda m: None)
 
     identity = {"train": asdict(tcfg), "model": asdict(mcfg), "run": str(run), "subjects": len(train_ids)}
     figures = finished_figures(out, RECORD, identity, stage="base", state=out)
@@ -195,7 +199,9 @@ def train_base(
             batches = iter(step_loader(
                 BaseSteps(store, train_rows, resolution=resolution, channels=mcfg.unet.channels, seed=tcfg.seed,
                           batch=tcfg.batch, train_timesteps=scheduler.config.num_train_timesteps,
-                          latent_dropout=mcfg.diffusion.latent_dropout, share=share, first=step, steps=tcfg.steps),
+                          latent_dropout=mcfg.diffusion.latent_dropout, share=share, first=step, steps=tcfg.steps,
+                          render_views=mcfg.render_views if renders else 0,
+                          render_patches=mcfg.render_patches if renders else 0),
                 workers=workers, pin_memory=device.type == "cuda"))
         return next(batches), share.start
 
@@ -208,7 +214,12 @@ def train_base(
         latent = (train_latents[drawn.rows[mine]] * drawn.keep[mine, None]).to(device)
         noisy = scheduler.add_noise(clean, noise, timesteps)
         target = diffusion_target(scheduler, clean, noise, timesteps)
-        return torch.nn.functional.mse_loss(net(noisy, timesteps, latent).float(), target)
+        output = net(noisy, timesteps, latent).float()
+        total = torch.nn.functional.mse_loss(output, target)
+        if renders is not None:
+            made = model.denormalise(predicted_clean(scheduler, noisy, output, timesteps))
+            total = total + renders(made, drawn.rows[mine], drawn.patches.rows(mine))
+        return total
 
     def after(done: int, trained: BaseDiffusion, ema: EMAModel) -> dict:
         if held_set is None or not (done == tcfg.steps or (tcfg.sample_every and done % tcfg.sample_every == 0)):

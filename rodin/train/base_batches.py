@@ -17,6 +17,7 @@ from torch.utils.data import DataLoader, Dataset
 
 from rodin.fit.store import TriplaneStore
 from rodin.train.loop import step_generator
+from rodin.train.render_loss import PatchDraw, draw_patches
 from rodin.triplane.triplane import resize_planes
 
 
@@ -30,11 +31,12 @@ class StepBatch:
     timesteps: torch.Tensor    # (B,)
     keep: torch.Tensor         # (B,) 1 keeps z, 0 drops it
     planes: torch.Tensor       # (b, 3, C, R, R) float32, this process's rows at base resolution
+    patches: PatchDraw | None = None   # where the render loss looks (global batch), when it is on
 
     def pin_memory(self) -> StepBatch:
         """Called by the DataLoader's pinning thread: page-locked copies for fast, async copies to a GPU."""
         return StepBatch(self.step, self.rows, self.noise.pin_memory(), self.timesteps, self.keep,
-                         self.planes.pin_memory())
+                         self.planes.pin_memory(), self.patches)
 
 
 class BaseSteps(Dataset):
@@ -42,7 +44,8 @@ class BaseSteps(Dataset):
 
     def __init__(self, store: TriplaneStore, rows: list[int], *, resolution: int, channels: int, seed: int,
                  batch: int, train_timesteps: int, latent_dropout: float, share: slice, first: int,
-                 steps: int) -> None:
+                 steps: int, render_views: int = 0, render_patches: int = 0) -> None:
+        self.render_views, self.render_patches = render_views, render_patches
         self.store, self.rows, self.resolution, self.channels = store, rows, resolution, channels
         self.seed, self.batch, self.train_timesteps, self.latent_dropout = seed, batch, train_timesteps, latent_dropout
         self.share, self.first, self.steps = share, first, steps
@@ -57,9 +60,12 @@ class BaseSteps(Dataset):
         noise = torch.randn((self.batch, self.channels, self.resolution, 3 * self.resolution), generator=g)
         timesteps = torch.randint(self.train_timesteps, (self.batch,), generator=g)
         keep = (torch.rand(self.batch, generator=g) >= self.latent_dropout).float()
+        # Drawn last and only when on, so that runs without the render loss draw what they always drew.
+        patches = (draw_patches(g, batch=self.batch, views=self.render_views, patches=self.render_patches)
+                   if self.render_patches else None)
         mine = [self.rows[int(r)] for r in rows[self.share]]
         planes = resize_planes(self.store.get(mine).float(), self.resolution)
-        return StepBatch(step, rows, noise, timesteps, keep, planes)
+        return StepBatch(step, rows, noise, timesteps, keep, planes, patches)
 
 
 def step_loader(steps: BaseSteps, *, workers: int, pin_memory: bool) -> DataLoader:

@@ -17,11 +17,12 @@ from pathlib import Path
 import torch
 from torch import Tensor
 
-from rodin.errors import DataError
+from rodin.errors import ConfigError, DataError
 from rodin.render.cameras import Rays, camera_rays
 from rodin.render.volume import render_rays
 
 FOREGROUND_SHARE = 0.8   # patches centred inside the foreground box; the rest anywhere in the view
+RENDER_PATCH = 8         # pixels a side of the patches
 
 
 @dataclass
@@ -78,6 +79,10 @@ class PatchDraw:
     where: Tensor         # (B, P, 2) patch centres as fractions of the box (or of the view)
     anywhere: Tensor      # (B, P) True: the centre is a fraction of the whole view, not of the box
 
+    def rows(self, which: slice) -> PatchDraw:
+        """The draws of some examples of the batch (a process's share of it)."""
+        return PatchDraw(self.view[which], self.where[which], self.anywhere[which])
+
 
 def draw_patches(generator: torch.Generator, *, batch: int, views: int, patches: int) -> PatchDraw:
     return PatchDraw(torch.randint(views, (batch,), generator=generator),
@@ -123,3 +128,44 @@ def render_patch_loss(planes: Tensor, decoder, bank: ViewBank, subjects: Tensor,
     rendered = render_rays(planes, decoder, rays, samples=samples, batch_index=index, background=background)
     target = torch.cat(targets).to(device=device, dtype=rendered.rgb.dtype) / 255.0
     return (rendered.rgb - target).pow(2).mean()
+
+
+@dataclass
+class RenderTerm:
+    """The render loss of one training run: the fit run's frozen decoder and the training subjects' views."""
+
+    weight: float
+    decoder: torch.nn.Module
+    bank: ViewBank
+    samples: int
+    background: float
+
+    @classmethod
+    def load(cls, run: Path, dataset: Path, ids: list[str], *, weight: float, views: int, preset, device: torch.device,
+             stage: str, log: Callable[[str], None]) -> RenderTerm | None:
+        """None when the weight is 0; a clear error when the run lacks what the loss reads."""
+        from rodin.config import DecoderConfig
+        from rodin.fit.run import DECODER_KIND, list_sources
+        from rodin.modeling import load_component
+        from rodin.refine.pairs import load_options
+        from rodin.triplane.decoder import TriplaneDecoder
+
+        if weight <= 0:
+            return None
+        if not (run / "decoder" / "config.json").is_file():
+            raise ConfigError(f"{run}: no fitted decoder, which the {stage}'s render loss reads; use a fit run "
+                            f"folder, or set render_weight to 0")
+        decoder = load_component(TriplaneDecoder, DecoderConfig, run / "decoder", kind=DECODER_KIND)
+        decoder.requires_grad_(False)
+        folders = {s.id: s.path for s in list_sources(dataset)}
+        missing = [i for i in ids if i not in folders]
+        if missing:
+            raise ConfigError(f"{dataset}: subject {missing[0]!r} of the fit run is not in this dataset")
+        bank = ViewBank.load([folders[i] for i in ids], views=views, background=preset.render.background,
+                             options=load_options(run), log=log)
+        return cls(weight, decoder.eval().to(device), bank, preset.render.samples, preset.render.background)
+
+    def __call__(self, planes: Tensor, subjects: Tensor, draw: PatchDraw) -> Tensor:
+        """The weighted loss of `planes` (B, 3, C, H, W), which show the bank's subjects `subjects` (B,)."""
+        return self.weight * render_patch_loss(planes, self.decoder, self.bank, subjects, draw, patch=RENDER_PATCH,
+                                               samples=self.samples, background=self.background)

@@ -27,10 +27,9 @@ from rodin.config import Preset, TrainConfig, UpsamplerConfig
 from rodin.diffusion.base import diffusion_target, predicted_clean
 from rodin.diffusion.upsampler import KIND, UpsamplerDiffusion
 from rodin.errors import ConfigError
-from rodin.fit.run import DECODER_KIND, list_sources
 from rodin.fit.store import TriplaneStore
 from rodin.io import write_json
-from rodin.modeling import load_component, save_component
+from rodin.modeling import save_component
 from rodin.train.base import (
     conditioning,
     data_folder,
@@ -40,14 +39,12 @@ from rodin.train.base import (
     swapped_in_ema,
 )
 from rodin.train.loop import make_accelerator, remove_checkpoint, step_generator
-from rodin.train.render_loss import PatchDraw, ViewBank, draw_patches, render_patch_loss
+from rodin.train.render_loss import PatchDraw, RenderTerm, draw_patches
 from rodin.train.steps import finished_figures, state_folder, train_steps
-from rodin.triplane.decoder import TriplaneDecoder
 from rodin.triplane.triplane import resize_planes, roll_in, roll_out
 
 UPSAMPLER = "upsampler"
 RECORD = "train_upsampler.json"
-RENDER_PATCH = 8         # pixels a side of the render loss's patches
 
 
 @dataclass
@@ -127,7 +124,8 @@ def train_upsampler(
     if encode.dim != mcfg.unet.latent_dim:
         mcfg = replace(mcfg, unet=replace(mcfg.unet, latent_dim=encode.dim))
     train_latents = encode(portrait_paths(dataset, [store.ids[i] for i in train_rows]))
-    renders = RenderTerm.load(run, dataset, [store.ids[i] for i in train_rows], mcfg, preset, accelerator.device,
+    renders = RenderTerm.load(run, dataset, [store.ids[i] for i in train_rows], weight=mcfg.render_weight,
+                              views=mcfg.render_views, preset=preset, device=accelerator.device, stage="upsampler",
                               log=log if accelerator.is_main_process else lambda m: None)
 
     identity = {"train": asdict(tcfg), "model": asdict(mcfg), "run": str(run), "subjects": len(train_rows)}
@@ -163,7 +161,7 @@ def train_upsampler(
         total = F.mse_loss(output.float(), target)
         if renders is not None:
             made = core.denormalise(roll_in(predicted_clean(core.noise, noisy, output.float(), t)))
-            total = total + mcfg.render_weight * renders(made, batch.rows[rows], _rows_of(batch.patches, rows))
+            total = total + renders(made, batch.rows[rows], batch.patches.rows(rows))
         return total
 
     t0 = time.time()
@@ -181,46 +179,6 @@ def train_upsampler(
         write_json(out / RECORD, {**identity, "data": str(dataset), "figures": figures})
         remove_checkpoint(state_folder(out, "upsampler"))
     return figures
-
-
-def _rows_of(draw: PatchDraw, rows: slice) -> PatchDraw:
-    return PatchDraw(draw.view[rows], draw.where[rows], draw.anywhere[rows])
-
-
-@dataclass
-class RenderTerm:
-    """The render loss of one training run: the fit run's frozen decoder and the training subjects' views."""
-
-    decoder: TriplaneDecoder
-    bank: ViewBank
-    samples: int
-    background: float
-
-    @classmethod
-    def load(cls, run: Path, dataset: Path, ids: list[str], config: UpsamplerConfig, preset: Preset,
-             device: torch.device, *, log: Callable[[str], None]) -> RenderTerm | None:
-        """None when the weight is 0; a clear error when the run lacks what the loss reads."""
-        from rodin.config import DecoderConfig
-        from rodin.refine.pairs import load_options
-
-        if config.render_weight <= 0:
-            return None
-        if not (run / "decoder" / "config.json").is_file():
-            raise ConfigError(f"{run}: no fitted decoder, which the upsampler's render loss reads; use a fit run "
-                              "folder, or set UpsamplerConfig.render_weight to 0")
-        decoder = load_component(TriplaneDecoder, DecoderConfig, run / "decoder", kind=DECODER_KIND)
-        decoder.requires_grad_(False)
-        folders = {s.id: s.path for s in list_sources(dataset)}
-        missing = [i for i in ids if i not in folders]
-        if missing:
-            raise ConfigError(f"{dataset}: subject {missing[0]!r} of the fit run is not in this dataset")
-        bank = ViewBank.load([folders[i] for i in ids], views=config.render_views,
-                             background=preset.render.background, options=load_options(run), log=log)
-        return cls(decoder.eval().to(device), bank, preset.render.samples, preset.render.background)
-
-    def __call__(self, planes: torch.Tensor, subjects: torch.Tensor, draw: PatchDraw) -> torch.Tensor:
-        return render_patch_loss(planes, self.decoder, self.bank, subjects, draw, patch=RENDER_PATCH,
-                                 samples=self.samples, background=self.background)
 
 
 @torch.no_grad()
