@@ -60,7 +60,7 @@ def main() -> None:
     noise = torch.randn(clean.shape, generator=torch.Generator().manual_seed(0))
     figures["fitted"] = read(planes)
     for sigma in (0.2, 0.4):
-        figures[f"fitted_noise_{sigma}"] = read(base.denormalise(clean + sigma * noise))
+        figures[f"fitted_noise_{sigma:g}".replace(".", "_")] = read(base.denormalise(clean + sigma * noise))
     for low in (side // 2, side // 4):
         figures[f"fitted_lowpass_{low}"] = read(resize_planes(resize_planes(planes, low), side))
     print(json.dumps(figures), flush=True)

@@ -174,15 +174,18 @@ def train_base(
                          encode(portrait_paths(dataset, held_ids))) if held_ids else None)
     if accelerator.is_main_process:
         copy_tree(run / "decoder", out / "decoder")
-    renders = RenderTerm.load(run, dataset, train_ids, weight=mcfg.render_weight, views=mcfg.render_views,
-                              preset=preset, device=accelerator.device, stage="base model",
-                              log=log if accelerator.is_main_process else lambda m: None)
 
     identity = {"train": asdict(tcfg), "model": asdict(mcfg), "run": str(run), "subjects": len(train_ids)}
     figures = finished_figures(out, RECORD, identity, stage="base", state=out)
     if figures is not None:
         log(f"{out} already holds this trained model; nothing to do")
         return figures
+    if mcfg.render_weight > 0 and (mcfg.render_patches < 1 or mcfg.render_views < 1):
+        raise ConfigError("the base model's render loss needs render_patches and render_views of at least 1")
+    # Loaded after the check above: a finished model does not read every training subject's views again.
+    renders = RenderTerm.load(run, dataset, train_ids, weight=mcfg.render_weight, views=mcfg.render_views,
+                              preset=preset, device=accelerator.device, stage="base model",
+                              log=log if accelerator.is_main_process else lambda m: None)
 
     torch.manual_seed(tcfg.seed)
     model = BaseDiffusion(mcfg)
