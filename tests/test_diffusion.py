@@ -204,6 +204,31 @@ def test_fit_train_sample_render(tiny_fit_run, tmp_path):
     assert info["figures"]["steps"] == 12
 
 
+def test_the_render_loss_trains_the_base_model(tiny_fit_run, tmp_path):
+    """render_weight > 0 reads the fit run's decoder and views, and its gradient reaches the UNet."""
+    from safetensors.torch import load_file
+
+    from rodin.train.base import train_base
+
+    preset = get_preset("tiny")
+    tcfg = replace(preset.train_base, steps=6, batch=4, checkpoint_every=6, sample_every=0, log_every=3)
+    quiet = dict(preset=preset, train_config=tcfg, show_progress=False, log=lambda m: None)
+    train_base(tiny_fit_run / "run", tmp_path / "plain", **quiet)
+    rendered = replace(preset.base, render_weight=5.0, render_patches=2, render_views=2)
+    figures = train_base(tiny_fit_run / "run", tmp_path / "rendered", model_config=rendered, **quiet)
+    assert figures["steps"] == 6
+    info = json.loads((tmp_path / "rendered" / "train_base.json").read_text())
+    assert info["model"]["render_weight"] == 5.0
+    plain = load_file(str(tmp_path / "plain" / "base" / "model.safetensors"))
+    with_render = load_file(str(tmp_path / "rendered" / "base" / "model.safetensors"))
+    assert all(torch.isfinite(v.float()).all() for v in with_render.values())
+    changed = [k for k in plain if not torch.equal(plain[k], with_render[k])]
+    assert len(changed) > len(plain) // 2        # same seed and batches: only the render term differs
+    with pytest.raises(ConfigError, match="render_patches"):
+        train_base(tiny_fit_run / "run", tmp_path / "none", model_config=replace(rendered, render_patches=0),
+                   **quiet)
+
+
 def test_interrupted_training_resumes_to_the_same_model(tiny_fit_run, tmp_path, monkeypatch):
     from safetensors.torch import load_file
 
