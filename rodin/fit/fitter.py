@@ -79,34 +79,38 @@ def draw_patches(subject: FitSubject, count: int, patch: int, generator: torch.G
     return v, r.expand(-1, -1, patch), c.expand(-1, patch, -1)
 
 
-def _gather_patches(subject: FitSubject, count: int, patch: int, generator: torch.Generator):
+def _gather_patches(subject: FitSubject, count: int, patch: int, samples: int, generator: torch.Generator):
     v, r, c = draw_patches(subject, count, patch, generator)
     rays = Rays(subject.rays.origins[v, r, c].reshape(-1, 3), subject.rays.directions[v, r, c].reshape(-1, 3))
     spans = (subject.near[v, r, c].reshape(-1), subject.far[v, r, c].reshape(-1), subject.live[v, r, c].reshape(-1))
-    return rays, spans, subject.rgb[v, r, c], subject.alpha[v, r, c]
+    jitter = torch.rand(rays.origins.shape[0], samples, generator=generator)
+    return rays, spans, jitter, subject.rgb[v, r, c], subject.alpha[v, r, c]
 
 
 def _step_loss(subjects, planes, decoder, *, config, triplane, rescale: bool, count: int, patch: int,
                generators) -> tuple[Tensor, Tensor]:
-    """(loss, photometric MSE) of these subjects: means over their rays, points and texels."""
+    """(loss, photometric MSE) of these subjects: means over their rays, points and texels.
+
+    Every subject's rays go through one render call (a per-subject call would repeat the fixed costs
+    of each operation, and slicing the batch of planes costs a full-size gradient per slice); what
+    each subject sees is still drawn from its own generator.
+    """
     stacked = torch.stack([p() for p in planes])                          # (B, 3, C, H, W)
     read = resize_planes(stacked, triplane.base_resolution) if rescale else stacked
-    preds, targets, opacity, alphas = [], [], [], []
-    for b, (s, g) in enumerate(zip(subjects, generators)):
-        rays, spans, gt_rgb, gt_alpha = _gather_patches(s, count, patch, g)
-        out = render_rays(read[b:b + 1], decoder, rays, samples=config.samples, spans=spans, perturb=True,
-                          generator=g)
-        preds.append(out.rgb.reshape(gt_rgb.shape))
-        targets.append(gt_rgb)
-        opacity.append(out.opacity)
-        alphas.append(gt_alpha.reshape(-1))
-    pred, gt_rgb = torch.cat(preds), torch.cat(targets)
+    drawn = [_gather_patches(s, count, patch, config.samples, g) for s, g in zip(subjects, generators)]
+    rays = Rays(torch.cat([d[0].origins for d in drawn]), torch.cat([d[0].directions for d in drawn]))
+    spans = tuple(torch.cat([d[1][k] for d in drawn]) for k in range(3))
+    jitter = torch.cat([d[2] for d in drawn])
+    index = torch.arange(len(subjects)).repeat_interleave(drawn[0][2].shape[0])
+    out = render_rays(read, decoder, rays, samples=config.samples, spans=spans, batch_index=index, jitter=jitter)
+    gt_rgb = torch.cat([d[3] for d in drawn])
+    pred = out.rgb.reshape(gt_rgb.shape)
     mse = (pred - gt_rgb).pow(2).mean()
     loss = mse
     if config.ssim_weight > 0:
         loss = loss + config.ssim_weight * patch_ssim_loss(pred, gt_rgb)
     if config.mask_weight > 0:
-        loss = loss + config.mask_weight * (torch.cat(opacity) - torch.cat(alphas)).pow(2).mean()
+        loss = loss + config.mask_weight * (out.opacity - torch.cat([d[4].reshape(-1) for d in drawn])).pow(2).mean()
     if config.sparse_weight > 0:
         pts, dirs = [], []
         for g in generators:

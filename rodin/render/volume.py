@@ -148,12 +148,15 @@ def render_rays(
     background: float = 1.0,
     perturb: bool = False,
     generator: torch.Generator | None = None,
+    jitter: Tensor | None = None,
 ) -> RenderedRays:
     """Render rays (R,) through tri-planes (B, 3, C, H, W) read by `decoder`.
 
     `batch_index` (R,) says which tri-plane each ray sees. Stratified samples cover each ray's
     occupied stretch (from `occupancy`, or precomputed `spans` = (near, far, live)); `importance`
-    more are drawn from their weights and composited with them.
+    more are drawn from their weights and composited with them. Each sample sits at the middle of its
+    bin, or at a random place with `perturb`, or where `jitter` (R, samples) in [0, 1) puts it (drawn by
+    the caller, e.g. per subject, so that a ray's samples do not depend on which rays share the call).
     """
     planes = planes if planes.dim() == 5 else planes[None]
     count = rays.origins.shape[0]
@@ -175,7 +178,9 @@ def render_rays(
     r = idx.shape[0]
 
     bins = n[:, None] + (f - n)[:, None] * torch.linspace(0, 1, samples + 1)      # (r, S+1)
-    if perturb:
+    if jitter is not None:
+        u = jitter[idx]
+    elif perturb:
         u = torch.rand(r, samples, generator=generator)
     else:
         u = torch.full((r, samples), 0.5)
