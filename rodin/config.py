@@ -103,6 +103,11 @@ class UNetConfig:
     heads: int = 4
     latent_dim: int = 16              # size of the conditioning vector z
     conv: str = "aware"               # "aware" (3D-aware, DESIGN.md) or "plain", for the ablation
+    # Spatial conditioning, concatenated to the input (0 = off, as in the first shipped models): learned
+    # position planes, so that a denoiser whose input is pure noise knows where on each plane it writes,
+    # and planes of z mapped linearly to the lowest resolution and enlarged, so that z says what goes where.
+    position_channels: int = 0
+    latent_channels: int = 0
     groups: int = 8                   # group norm groups
     dropout: float = 0.0
 

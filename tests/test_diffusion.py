@@ -103,6 +103,29 @@ def test_unet_maps_roll_outs_to_roll_outs_and_starts_at_zero(conv):
     assert torch.count_nonzero(out) == 0  # zero-initialised output layer: starts as "predict no noise"
 
 
+def test_spatial_conditioning_tells_the_unet_where_and_what():
+    """With position and z planes at the input, a denoiser given a constant input writes different
+    things at different texels, and different z write different planes (before any training)."""
+    torch.manual_seed(0)
+    config = replace(tiny_unet_config(), position_channels=4, latent_channels=4)
+    unet = TriplaneUNet(config).eval()
+    torch.nn.init.normal_(unet.conv_out.local.weight, std=0.1)   # the output layer starts at zero
+    r = config.resolution
+    flat = torch.zeros(2, config.channels, r, 3 * r)
+    z = torch.nn.functional.normalize(torch.randn(2, config.latent_dim), dim=-1)
+    with torch.no_grad():
+        out = unet(flat, torch.tensor([999, 999]), z)
+        plain = TriplaneUNet(tiny_unet_config()).eval()
+        torch.nn.init.normal_(plain.conv_out.local.weight, std=0.1)
+        blind = plain(flat, torch.tensor([999, 999]), z)
+    inner = (slice(None), slice(None), slice(3, r - 3), slice(3, r - 3))     # away from the borders
+    assert out.shape == flat.shape
+    assert fold(out)[inner].std(dim=(2, 3)).mean() > 10 * fold(blind)[inner].std(dim=(2, 3)).mean()
+    assert (out[0] - out[1]).abs().mean() > 0.1 * out.abs().mean()
+    with pytest.raises(ConfigError, match="negative"):
+        TriplaneUNet(replace(tiny_unet_config(), latent_channels=-1))
+
+
 def test_unet_rejects_wrong_shapes_and_bad_configs():
     cfg = tiny_unet_config()
     with pytest.raises(ValueError, match="roll-outs"):

@@ -38,6 +38,11 @@ def base(
     render_weight: float | None = typer.Option(None, "--render-weight", min=0.0, help="Weight of the photometric "
                                                "loss on renders of the predicted planes (0 turns it off; default: "
                                                "the preset's)."),
+    position_channels: int | None = typer.Option(None, "--position-channels", min=0, help="Learned position "
+                                                 "planes given to the UNet's input (default: the preset's)."),
+    latent_channels: int | None = typer.Option(None, "--latent-channels", min=0, help="Planes of z (a linear map "
+                                               "at the lowest resolution, enlarged) given to the UNet's input "
+                                               "(default: the preset's)."),
     sample_every: int | None = typer.Option(None, "--sample-every", min=0, help="Steps between sample renders."),
     seed: int | None = typer.Option(None, "--seed", help="Training seed."),
     cpu: bool = typer.Option(False, "--cpu", help="Train on the CPU even when a GPU is present."),
@@ -69,6 +74,10 @@ def base(
         mcfg = replace(mcfg, unet=replace(mcfg.unet, width=width))
     if render_weight is not None:
         mcfg = replace(mcfg, render_weight=render_weight)
+    spatial = {k: v for k, v in dict(position_channels=position_channels, latent_channels=latent_channels).items()
+               if v is not None}
+    if spatial:
+        mcfg = replace(mcfg, unet=replace(mcfg.unet, **spatial))
     from rodin.diffusion.unet import check_unet_config
 
     check_unet_config(mcfg.unet)

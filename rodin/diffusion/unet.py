@@ -6,6 +6,11 @@ through the 3D-aware convolutions of the residual blocks and through self-attent
 tokens of all three planes at the lowest resolutions. Timestep, conditioning vector z and a
 learned per-plane embedding are summed into one embedding that drives a scale-shift of every
 residual block (adaptive group norm).
+
+A scale-shift acts alike on every texel, and convolutions and attention without positions are blind
+to where they are (only the zero padding of the borders tells them); at the noisiest steps the input
+holds nothing of the subject, so a tri-plane of a given z must be written from position and z alone.
+`SpatialCondition` gives the input both, when the config asks for it.
 """
 
 from __future__ import annotations
@@ -82,6 +87,43 @@ class Level(nn.Module):
         )
 
 
+class SpatialCondition(nn.Module):
+    """Extra input channels per folded plane: learned position planes and planes of z.
+
+    z is brought to unit RMS per component (a semantic z is a unit vector, whose components are
+    1/sqrt(dim) small; a whitened PCA z is already about there) before a linear map to
+    (3, latent_channels, side, side) at the UNet's lowest resolution, enlarged bilinearly. The null z
+    (zeros) stays zero and maps to the bias: the unconditional planes of guidance.
+    """
+
+    def __init__(self, config: UNetConfig) -> None:
+        super().__init__()
+        self.side = config.resolution // 2 ** (len(config.multipliers) - 1)
+        self.resolution = config.resolution
+        self.latent_channels = config.latent_channels
+        self.position = (nn.Parameter(torch.randn(3, config.position_channels, config.resolution, config.resolution))
+                         if config.position_channels else None)
+        self.latent = (nn.Linear(config.latent_dim, 3 * config.latent_channels * self.side ** 2)
+                       if config.latent_channels else None)
+
+    @property
+    def channels(self) -> int:
+        return (0 if self.position is None else self.position.shape[1]) + self.latent_channels
+
+    def forward(self, latent: Tensor) -> Tensor:
+        """(B*3, channels, R, R) for z (B, D)."""
+        b = latent.shape[0]
+        parts = []
+        if self.position is not None:
+            parts.append(self.position.to(latent.dtype).repeat(b, 1, 1, 1))
+        if self.latent is not None:
+            unit = latent / latent.pow(2).mean(dim=-1, keepdim=True).sqrt().clamp_min(1e-6)
+            coarse = self.latent(unit).reshape(3 * b, self.latent_channels, self.side, self.side)
+            parts.append(F.interpolate(coarse, size=(self.resolution, self.resolution), mode="bilinear",
+                                       align_corners=False))
+        return torch.cat(parts, dim=1)
+
+
 class TriplaneUNet(nn.Module):
     """Denoiser over roll-outs: forward(x (B, C, H, 3W), timesteps (B,), latent (B, D)) -> (B, C, H, 3W).
 
@@ -101,7 +143,9 @@ class TriplaneUNet(nn.Module):
         self.time_embed = TimestepEmbedding(config.width, embed)
         self.latent_embed = nn.Sequential(nn.Linear(config.latent_dim, embed), nn.SiLU(), nn.Linear(embed, embed))
         self.plane_embed = nn.Parameter(torch.zeros(3, embed))
-        self.conv_in = TriplaneConv(config.channels, widths[0], aware=False)
+        self.spatial = SpatialCondition(config) if config.position_channels or config.latent_channels else None
+        extra = self.spatial.channels if self.spatial is not None else 0
+        self.conv_in = TriplaneConv(config.channels + extra, widths[0], aware=False)
 
         self.down = nn.ModuleList()
         self.downsample = nn.ModuleList()
@@ -147,7 +191,10 @@ class TriplaneUNet(nn.Module):
                              f"{3 * self.config.resolution}), got {tuple(x.shape[1:])}")
         timesteps = torch.as_tensor(timesteps, device=x.device).reshape(-1).expand(b)
         emb = self.embedding(timesteps, latent)
-        h_ = self.conv_in(fold(x))
+        folded = fold(x)
+        if self.spatial is not None:
+            folded = torch.cat([folded, self.spatial(latent.to(folded.dtype))], dim=1)
+        h_ = self.conv_in(folded)
         skips = [h_]
         for i, level in enumerate(self.down):
             for block, attn in zip(level.blocks, level.attention):
@@ -177,6 +224,8 @@ def check_unet_config(config: UNetConfig) -> None:
     if not config.multipliers:
         raise ConfigError("UNetConfig.multipliers must name at least one level")
     levels = len(config.multipliers)
+    if config.position_channels < 0 or config.latent_channels < 0:
+        raise ConfigError("UNetConfig.position_channels and latent_channels cannot be negative")
     if config.resolution % (2 ** (levels - 1)):
         raise ConfigError(f"UNetConfig.resolution {config.resolution} cannot be halved {levels - 1} times")
     for width in [config.width * m for m in config.multipliers]:
