@@ -74,6 +74,9 @@ class FitConfig:
     samples: int = 32                 # stratified samples per ray inside the visual hull (frozen decoder)
     joint_samples: int = 32           # the same while the decoder is fitted (the joint stage)
     plane_lr: float = 0.02
+    # Adam's epsilon for the planes. At the default every texel moves about `lr` a step however weak its
+    # gradient, so texels the decoder barely reads random-walk with the sampled rays (fit noise).
+    plane_eps: float = 1e-8
     plane_levels: int = 1             # planes optimised as a sum of this many resolutions (1 = plain)
     init_noise: float = 0.1           # std of the random planes a subject starts from
     template_noise: float = 0.01      # std added to the decoder's template tri-plane when it has one
@@ -139,6 +142,9 @@ class BaseModelConfig:
     render_weight: float = 0.0
     render_patches: int = 4           # 8x8-pixel patches rendered per example and step
     render_views: int = 4             # ground-truth views per subject kept in memory for that loss
+    # Training only: "uniform" weighs every normalised channel alike in the loss; "decoder" weighs each by
+    # what it changes in the decoded colour and opacity (rodin.train.channel_weights).
+    channel_weighting: str = "uniform"
 
 
 @dataclass(frozen=True)

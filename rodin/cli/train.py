@@ -43,6 +43,9 @@ def base(
     latent_channels: int | None = typer.Option(None, "--latent-channels", min=0, help="Planes of z (a linear map "
                                                "at the lowest resolution, enlarged) given to the UNet's input "
                                                "(default: the preset's)."),
+    channel_weighting: str | None = typer.Option(None, "--channel-weighting", help="uniform, or decoder: weigh "
+                                                 "each tri-plane channel in the loss by what it changes in the "
+                                                 "decoded image (default: the preset's)."),
     sample_every: int | None = typer.Option(None, "--sample-every", min=0, help="Steps between sample renders."),
     seed: int | None = typer.Option(None, "--seed", help="Training seed."),
     cpu: bool = typer.Option(False, "--cpu", help="Train on the CPU even when a GPU is present."),
@@ -74,6 +77,8 @@ def base(
         mcfg = replace(mcfg, unet=replace(mcfg.unet, width=width))
     if render_weight is not None:
         mcfg = replace(mcfg, render_weight=render_weight)
+    if channel_weighting is not None:
+        mcfg = replace(mcfg, channel_weighting=channel_weighting)
     spatial = {k: v for k, v in dict(position_channels=position_channels, latent_channels=latent_channels).items()
                if v is not None}
     if spatial:

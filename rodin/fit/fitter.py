@@ -79,12 +79,31 @@ def draw_patches(subject: FitSubject, count: int, patch: int, generator: torch.G
     return v, r.expand(-1, -1, patch), c.expand(-1, patch, -1)
 
 
-def _gather_patches(subject: FitSubject, count: int, patch: int, samples: int, generator: torch.Generator):
-    v, r, c = draw_patches(subject, count, patch, generator)
-    rays = Rays(subject.rays.origins[v, r, c].reshape(-1, 3), subject.rays.directions[v, r, c].reshape(-1, 3))
-    spans = (subject.near[v, r, c].reshape(-1), subject.far[v, r, c].reshape(-1), subject.live[v, r, c].reshape(-1))
-    jitter = torch.rand(rays.origins.shape[0], samples, generator=generator)
-    return rays, spans, jitter, subject.rgb[v, r, c], subject.alpha[v, r, c]
+@dataclass
+class PatchRays:
+    """The rays of some square patches of training views, with what they should render."""
+
+    rays: Rays
+    spans: tuple[Tensor, Tensor, Tensor]   # near, far, live per ray
+    jitter: Tensor                         # (rays, samples) stratified offsets
+    rgb: Tensor
+    alpha: Tensor
+
+    @classmethod
+    def draw(cls, subject: FitSubject, count: int, patch: int, samples: int, generator: torch.Generator) -> PatchRays:
+        v, r, c = draw_patches(subject, count, patch, generator)
+        rays = Rays(subject.rays.origins[v, r, c].reshape(-1, 3), subject.rays.directions[v, r, c].reshape(-1, 3))
+        spans = (subject.near[v, r, c].reshape(-1), subject.far[v, r, c].reshape(-1),
+                 subject.live[v, r, c].reshape(-1))
+        jitter = torch.rand(rays.origins.shape[0], samples, generator=generator)
+        return cls(rays, spans, jitter, subject.rgb[v, r, c], subject.alpha[v, r, c])
+
+    @classmethod
+    def concat(cls, parts: Sequence[PatchRays]) -> PatchRays:
+        rays = Rays(torch.cat([p.rays.origins for p in parts]), torch.cat([p.rays.directions for p in parts]))
+        spans = tuple(torch.cat([p.spans[k] for p in parts]) for k in range(3))
+        return cls(rays, spans, torch.cat([p.jitter for p in parts]), torch.cat([p.rgb for p in parts]),
+                   torch.cat([p.alpha for p in parts]))
 
 
 def _step_loss(subjects, planes, decoder, *, config, triplane, rescale: bool, count: int, patch: int,
@@ -97,20 +116,19 @@ def _step_loss(subjects, planes, decoder, *, config, triplane, rescale: bool, co
     """
     stacked = torch.stack([p() for p in planes])                          # (B, 3, C, H, W)
     read = resize_planes(stacked, triplane.base_resolution) if rescale else stacked
-    drawn = [_gather_patches(s, count, patch, config.samples, g) for s, g in zip(subjects, generators)]
-    rays = Rays(torch.cat([d[0].origins for d in drawn]), torch.cat([d[0].directions for d in drawn]))
-    spans = tuple(torch.cat([d[1][k] for d in drawn]) for k in range(3))
-    jitter = torch.cat([d[2] for d in drawn])
-    index = torch.arange(len(subjects)).repeat_interleave(drawn[0][2].shape[0])
-    out = render_rays(read, decoder, rays, samples=config.samples, spans=spans, batch_index=index, jitter=jitter)
-    gt_rgb = torch.cat([d[3] for d in drawn])
+    parts = [PatchRays.draw(s, count, patch, config.samples, g) for s, g in zip(subjects, generators)]
+    drawn = PatchRays.concat(parts)
+    index = torch.arange(len(subjects)).repeat_interleave(parts[0].jitter.shape[0])
+    out = render_rays(read, decoder, drawn.rays, samples=config.samples, spans=drawn.spans, batch_index=index,
+                      jitter=drawn.jitter)
+    gt_rgb = drawn.rgb
     pred = out.rgb.reshape(gt_rgb.shape)
     mse = (pred - gt_rgb).pow(2).mean()
     loss = mse
     if config.ssim_weight > 0:
         loss = loss + config.ssim_weight * patch_ssim_loss(pred, gt_rgb)
     if config.mask_weight > 0:
-        loss = loss + config.mask_weight * (out.opacity - torch.cat([d[4].reshape(-1) for d in drawn])).pow(2).mean()
+        loss = loss + config.mask_weight * (out.opacity - drawn.alpha.reshape(-1)).pow(2).mean()
     if config.sparse_weight > 0:
         pts, dirs = [], []
         for g in generators:
@@ -224,7 +242,7 @@ def fit_frozen(
 ) -> StepStats:
     """Fit the planes of several subjects at once against a frozen decoder."""
     decoder.requires_grad_(False)
-    opt = torch.optim.Adam([q for p in planes for q in p.parameters()], lr=config.plane_lr)
+    opt = torch.optim.Adam([q for p in planes for q in p.parameters()], lr=config.plane_lr, eps=config.plane_eps)
     sched = torch.optim.lr_scheduler.LambdaLR(opt, lambda s: cosine_factor(s, config.steps))
     stats = StepStats(float("nan"), float("nan"))
     for step in range(config.steps):

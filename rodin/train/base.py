@@ -37,6 +37,7 @@ from rodin.semantic.pixel_encoder import KIND as LATENT_KIND
 from rodin.semantic.pixel_encoder import PixelEncoder, PixelEncoderConfig, load_portrait
 from rodin.semantic.space import latent_from_embedding
 from rodin.train.base_batches import BaseSteps, StepBatch, step_loader
+from rodin.train.channel_weights import decoder_channel_weights
 from rodin.train.loop import make_accelerator, remove_checkpoint
 from rodin.train.render_loss import RenderTerm
 from rodin.train.steps import finished_figures, train_steps
@@ -44,6 +45,7 @@ from rodin.triplane.decoder import TriplaneDecoder
 from rodin.triplane.triplane import resize_planes
 
 SEMANTIC = "semantic"
+CHANNEL_WEIGHTINGS = ("uniform", "decoder")
 RECORD = "train_base.json"
 LOG_FIELDS = ("step", "time", "loss", "lr", "heldout_loss", "step_s")
 
@@ -180,6 +182,9 @@ def train_base(
     if figures is not None:
         log(f"{out} already holds this trained model; nothing to do")
         return figures
+    if mcfg.channel_weighting not in CHANNEL_WEIGHTINGS:
+        raise ConfigError(f"BaseModelConfig.channel_weighting must be one of {', '.join(CHANNEL_WEIGHTINGS)}, "
+                          f"got {mcfg.channel_weighting!r}")
     if mcfg.render_weight > 0 and (mcfg.render_patches < 1 or mcfg.render_views < 1):
         raise ConfigError("the base model's render loss needs render_patches and render_views of at least 1")
     # Loaded after the check above: a finished model does not read every training subject's views again.
@@ -191,6 +196,13 @@ def train_base(
     model = BaseDiffusion(mcfg)
     model.unet.gradient_checkpointing = gradient_checkpointing
     model.set_stats(*streamed_plane_stats(store, train_rows, resolution))
+    weights = None
+    if mcfg.channel_weighting == "decoder":
+        sample_rows = train_rows[:: max(1, len(train_rows) // 64)][:64]
+        weights = decoder_channel_weights(resize_planes(store.get(sample_rows).float(), resolution), decoder,
+                                          model.plane_std, generator=torch.Generator().manual_seed(tcfg.seed))
+        log("channel weights (decoder): " + " ".join(f"{w:.2f}" for w in weights.tolist()))
+        weights = weights.to(accelerator.device)[None, :, None, None]
     optimizer = torch.optim.AdamW(model.parameters(), lr=tcfg.lr, weight_decay=tcfg.weight_decay)
     device = accelerator.device
     scheduler = model.noise
@@ -218,7 +230,10 @@ def train_base(
         noisy = scheduler.add_noise(clean, noise, timesteps)
         target = diffusion_target(scheduler, clean, noise, timesteps)
         output = net(noisy, timesteps, latent).float()
-        total = torch.nn.functional.mse_loss(output, target)
+        if weights is None:
+            total = torch.nn.functional.mse_loss(output, target)
+        else:
+            total = ((output - target).pow(2) * weights).mean()
         if renders is not None:
             made = model.denormalise(predicted_clean(scheduler, noisy, output, timesteps))
             total = total + renders(made, drawn.rows[mine], drawn.patches.rows(mine))
@@ -240,6 +255,8 @@ def train_base(
     batches = None      # lets the DataLoader's workers go
     figures: dict = {"steps": tcfg.steps, "train_subjects": len(train_ids), "wall_s": round(time.time() - t0, 1),
                      "processes": accelerator.num_processes}
+    if weights is not None:
+        figures["channel_weights"] = [round(w, 4) for w in weights.flatten().tolist()]
     if accelerator.is_main_process:
         with swapped_in_ema(unwrapped, ema):
             # Half precision halves the shipped model; renders from it match float32 ones (tested).
