@@ -262,3 +262,23 @@ def test_cli_set_changes_fit_settings_and_a_resumed_run_records_the_earlier_ones
             main([*common, "--set", setting])
         err = capsys.readouterr().err.strip().splitlines()
         assert exit_info.value.code == 2 and len(err) == 1 and words in err[0], err
+
+
+def test_plane_eps_holds_back_texels_whose_gradient_is_weak(tiny_run, tmp_path):
+    """Adam's epsilon for the planes: far above every gradient, the planes stay where they started;
+    at the default they move."""
+    import dataclasses
+
+    root, _ = tiny_run
+    tiny = get_preset("tiny")
+
+    def fitted(name, steps, eps):
+        preset = dataclasses.replace(tiny, fit=dataclasses.replace(tiny.fit, steps=steps, plane_eps=eps))
+        fit_dataset(root / "data", tmp_path / name, preset=preset, max_subjects=2,
+                    decoder_path=root / "run" / "decoder", show_progress=False, log=lambda m: None)
+        return TriplaneStore.open(tmp_path / name / "triplanes").get([0, 1]).float()
+
+    held = fitted("held", 8, 1e3) - fitted("held-start", 1, 1e3)
+    moved = fitted("moved", 8, tiny.fit.plane_eps) - fitted("moved-start", 1, tiny.fit.plane_eps)
+    assert held.abs().max() < 1e-3 * moved.abs().max()
+    assert moved.abs().mean() > 0.5 * tiny.fit.plane_lr     # several steps of about lr each
