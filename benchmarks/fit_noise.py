@@ -18,8 +18,8 @@ TAG the setting without '=' (a finished run is read, not refitted); results are 
 from __future__ import annotations
 
 import argparse
-import re
 import dataclasses
+import re
 from pathlib import Path
 
 import torch
