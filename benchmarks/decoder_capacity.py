@@ -23,7 +23,7 @@ import time
 from pathlib import Path
 
 from rodin.config import Preset, from_dict, get_preset, parse_settings
-from rodin.errors import ConfigError
+from rodin.errors import ConfigError, RodinError
 from rodin.fit.run import fit_dataset
 from rodin.io import write_json
 
@@ -59,9 +59,10 @@ def main() -> None:
     args = parser.parse_args()
     small = get_preset("small")
     specs = args.variant or ["C16", "C32:triplane.channels=32"]
-    variants = [variant(small, s, joint_rounds=args.joint_rounds, steps=args.steps) for s in specs]
+    # Every spec is checked before the first (long) run starts.
+    variants = [(spec, *variant(small, spec, joint_rounds=args.joint_rounds, steps=args.steps)) for spec in specs]
     rows = {}
-    for name, preset in variants:
+    for spec, name, preset in variants:
         run = Path(f"runs/capacity-{name}")
         t0 = time.time()
         joint = fit_dataset(args.data, run, preset=preset, joint_only=True, show_progress=False, log=print)
@@ -69,7 +70,7 @@ def main() -> None:
         metrics = fit_dataset(args.unseen, run / f"unseen-{preset.fit.steps}", preset=preset,
                               decoder_path=run / "decoder", show_progress=False, log=print)
         rows[name] = {
-            "spec": next(s for s in specs if s.partition(":")[0] == name),
+            "spec": spec,
             "joint_s": round(joint_s, 1),
             "joint_subjects": joint.get("subjects_fitted"),
             "joint_heldout_psnr_mean": round(joint["heldout_psnr_mean"], 2),
@@ -85,4 +86,7 @@ def main() -> None:
 
 
 if __name__ == "__main__":
-    main()
+    try:
+        main()
+    except RodinError as err:
+        raise SystemExit(f"error: {err}") from None

@@ -26,6 +26,7 @@ import torch
 from safetensors.torch import load_file
 
 from rodin.config import DecoderConfig, FitConfig, from_dict, get_preset, parse_settings
+from rodin.errors import RodinError
 from rodin.fit.run import DECODER_KIND, fit_dataset
 from rodin.fit.store import TriplaneStore
 from rodin.io import write_json
@@ -95,4 +96,7 @@ def main() -> None:
 
 
 if __name__ == "__main__":
-    main()
+    try:
+        main()
+    except RodinError as err:
+        raise SystemExit(f"error: {err}") from None

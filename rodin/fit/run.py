@@ -211,6 +211,9 @@ def fit_dataset(
     options = options or LoadOptions()
     sharded = shard is not None and shard.count > 1
     config, tri = preset.fit, preset.triplane
+    if config.plane_lr <= 0 or config.plane_eps < 0:
+        raise ConfigError(f"FitConfig: plane_lr must be above 0 and plane_eps at least 0 (got {config.plane_lr} "
+                          f"and {config.plane_eps})")
     out = Path(out)
     sources = list_sources(data)
     if max_subjects is not None:

@@ -152,6 +152,9 @@ def train_base(
         raise ConfigError(f"workers must be 0 or more, got {workers}")
     mcfg = model_config or preset.base
     tcfg = train_config or preset.train_base
+    if mcfg.channel_weighting not in CHANNEL_WEIGHTINGS:
+        raise ConfigError(f"BaseModelConfig.channel_weighting must be one of {', '.join(CHANNEL_WEIGHTINGS)}, "
+                          f"got {mcfg.channel_weighting!r}")
     store = TriplaneStore.open(run / "triplanes")
     channels = store.planes.shape[2]
     resolution = preset.triplane.base_resolution
@@ -182,9 +185,6 @@ def train_base(
     if figures is not None:
         log(f"{out} already holds this trained model; nothing to do")
         return figures
-    if mcfg.channel_weighting not in CHANNEL_WEIGHTINGS:
-        raise ConfigError(f"BaseModelConfig.channel_weighting must be one of {', '.join(CHANNEL_WEIGHTINGS)}, "
-                          f"got {mcfg.channel_weighting!r}")
     if mcfg.render_weight > 0 and (mcfg.render_patches < 1 or mcfg.render_views < 1):
         raise ConfigError("the base model's render loss needs render_patches and render_views of at least 1")
     # Loaded after the check above: a finished model does not read every training subject's views again.
