@@ -4,6 +4,7 @@
   the decoder fragile?) and low-passed (where do the attributes live?);
 - renders of the model's one-step estimate of the clean planes (x0) from the noisy planes at a few noise
   levels, z given, with and without guidance (at t = T the input is pure noise: what z alone brings);
+- renders of the mean-planes head's regression from z, when the model has one;
 - renders of full DDIM samples;
 and the error of those estimates in render space (MSE of patches against the subjects' views).
 
@@ -67,6 +68,8 @@ def main() -> None:
 
     latents = torch.cat([pipe.encode_image(args.data / s / "portrait.png") for s in ids])
     with torch.no_grad():
+        if base.mean_planes is not None:     # what the regression from z alone draws
+            figures["mean_planes"] = read(base.denormalise(base.mean_planes(latents)))
         for t in (int(x) for x in args.noise_levels.split(",")):
             steps = torch.full((n,), t)
             noisy = base.noise.add_noise(clean, noise, steps)

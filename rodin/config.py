@@ -145,6 +145,11 @@ class BaseModelConfig:
     # Training only: "uniform" weighs every normalised channel alike in the loss; "decoder" weighs each by
     # what it changes in the decoded colour and opacity (rodin.train.channel_weights).
     channel_weighting: str = "uniform"
+    # A regression of the planes from z alone (rodin.diffusion.mean_planes), trained with its own MSE
+    # (times mean_weight, training only) beside the diffusion loss; the UNet reads it as input channels and,
+    # predicting the clean sample, adds its output to it. Off in the models trained before it existed.
+    mean_planes: bool = False
+    mean_weight: float = 1.0
 
 
 @dataclass(frozen=True)

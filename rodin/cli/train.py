@@ -46,6 +46,11 @@ def base(
     channel_weighting: str | None = typer.Option(None, "--channel-weighting", help="uniform, or decoder: weigh "
                                                  "each tri-plane channel in the loss by what it changes in the "
                                                  "decoded image (default: the preset's)."),
+    mean_planes: bool | None = typer.Option(None, "--mean-planes/--no-mean-planes", help="A head that regresses "
+                                            "the planes from z, read by the UNet, which adds its output to it "
+                                            "(default: the preset's)."),
+    mean_weight: float | None = typer.Option(None, "--mean-weight", min=0.0, help="Weight of the mean-planes "
+                                             "head's own loss (default: the preset's)."),
     sample_every: int | None = typer.Option(None, "--sample-every", min=0, help="Steps between sample renders."),
     seed: int | None = typer.Option(None, "--seed", help="Training seed."),
     cpu: bool = typer.Option(False, "--cpu", help="Train on the CPU even when a GPU is present."),
@@ -79,6 +84,10 @@ def base(
         mcfg = replace(mcfg, render_weight=render_weight)
     if channel_weighting is not None:
         mcfg = replace(mcfg, channel_weighting=channel_weighting)
+    if mean_planes is not None:
+        mcfg = replace(mcfg, mean_planes=mean_planes)
+    if mean_weight is not None:
+        mcfg = replace(mcfg, mean_weight=mean_weight)
     spatial = {k: v for k, v in dict(position_channels=position_channels, latent_channels=latent_channels).items()
                if v is not None}
     if spatial:

@@ -7,12 +7,16 @@ draws DDPM noise levels; sampling runs DDIM or DPM-Solver with classifier-free g
 
 from __future__ import annotations
 
+from dataclasses import replace
+
 import torch
 import torch.nn.functional as F
 from diffusers import DDIMScheduler, DDPMScheduler, DPMSolverMultistepScheduler
 from torch import Tensor, nn
 
 from rodin.config import BaseModelConfig, DiffusionConfig
+from rodin.diffusion.aware_conv import TriplaneConv
+from rodin.diffusion.mean_planes import MeanPlanes
 from rodin.diffusion.unet import TriplaneUNet
 from rodin.errors import ConfigError
 from rodin.triplane.triplane import roll_in, roll_out
@@ -83,8 +87,16 @@ class BaseDiffusion(nn.Module):
     def __init__(self, config: BaseModelConfig) -> None:
         super().__init__()
         self.config = config
-        self.unet = TriplaneUNet(config.unet)
-        register_plane_stats(self, config.unet.channels)
+        u = config.unet
+        if config.mean_planes:
+            self.mean_planes = MeanPlanes(u)
+            self.unet = TriplaneUNet(replace(u, channels=2 * u.channels))
+            self.unet.conv_out = TriplaneConv(self.unet.conv_out.local.in_channels, u.channels,
+                                              aware=u.conv == "aware").zero_()
+        else:
+            self.mean_planes = None
+            self.unet = TriplaneUNet(u)
+        register_plane_stats(self, u.channels)
         self.noise = training_scheduler(config.diffusion)
         sampling_scheduler(config.diffusion)  # fail on a bad sampler name now, not after training
 
@@ -102,15 +114,32 @@ class BaseDiffusion(nn.Module):
         """(B, C, H, 3W) normalised roll-outs -> (B, 3, C, H, W) tri-planes for the decoder."""
         return roll_in(rolled) * self.plane_std[:, None, None] + self.plane_mean[:, None, None]
 
-    def forward(self, noisy: Tensor, timesteps: Tensor, latent: Tensor) -> Tensor:
-        return self.unet(noisy, timesteps, latent)
+    def forward(self, noisy: Tensor, timesteps: Tensor, latent: Tensor, *,
+                with_mean: bool = False) -> Tensor | tuple[Tensor, Tensor | None]:
+        """The prediction for noisy roll-outs; with `with_mean`, also the mean-planes head's roll-out
+        (None without the head), so that training gets both from one call (one DDP forward)."""
+        if self.mean_planes is None:
+            out, mean = self.unet(noisy, timesteps, latent), None
+        else:
+            mean = self.mean_planes(latent).to(noisy.dtype)
+            # The head learns from its own loss only; the UNet takes its roll-out as given.
+            given = mean.detach()
+            out = self.unet(torch.cat([noisy, given], dim=1), timesteps, latent)
+            if self.config.diffusion.prediction == "sample":
+                out = given + out
+        return (out, mean) if with_mean else out
 
     def loss(self, clean: Tensor, latent: Tensor, *, noise: Tensor, timesteps: Tensor, keep_latent: Tensor) -> Tensor:
-        """MSE of the prediction (noise, v or x0) for clean normalised roll-outs; z zeroed where not kept."""
+        """MSE of the prediction (noise, v or x0) for clean normalised roll-outs; z zeroed where not kept.
+        With the mean-planes head, plus mean_weight times the head's MSE against the clean roll-outs."""
         latent = latent * keep_latent[:, None].to(latent.dtype)
         noisy = self.noise.add_noise(clean, noise, timesteps)
         target = diffusion_target(self.noise, clean, noise, timesteps)
-        return F.mse_loss(self(noisy, timesteps, latent), target)
+        out, mean = self(noisy, timesteps, latent, with_mean=True)
+        total = F.mse_loss(out, target)
+        if mean is not None:
+            total = total + self.config.mean_weight * F.mse_loss(mean, clean)
+        return total
 
     @torch.no_grad()
     def sample(self, latent: Tensor | None, *, count: int | None = None, steps: int | None = None,

@@ -229,11 +229,14 @@ def train_base(
         latent = (train_latents[drawn.rows[mine]] * drawn.keep[mine, None]).to(device)
         noisy = scheduler.add_noise(clean, noise, timesteps)
         target = diffusion_target(scheduler, clean, noise, timesteps)
-        output = net(noisy, timesteps, latent).float()
+        output, mean = net(noisy, timesteps, latent, with_mean=True)
+        output = output.float()
         if weights is None:
             total = torch.nn.functional.mse_loss(output, target)
         else:
             total = ((output - target).pow(2) * weights).mean()
+        if mean is not None:
+            total = total + mcfg.mean_weight * torch.nn.functional.mse_loss(mean.float(), clean)
         if renders is not None:
             made = model.denormalise(predicted_clean(scheduler, noisy, output, timesteps))
             total = total + renders(made, drawn.rows[mine], drawn.patches.rows(mine))
@@ -244,6 +247,8 @@ def train_base(
             return {}
         with swapped_in_ema(trained, ema):
             row = {"heldout_loss": heldout_loss(trained, held_set, seed=tcfg.seed)}
+            if trained.mean_planes is not None:
+                row["heldout_mean_error"] = heldout_mean_error(trained, held_set)
             write_samples(trained, decoder, held_set, preset, out / "samples" / f"step_{done:07d}.png", seed=tcfg.seed)
         return row
 
@@ -251,7 +256,8 @@ def train_base(
     unwrapped, ema, _ = train_steps(model, optimizer, train=tcfg, out=out, identity=identity, accelerator=accelerator,
                                     draw=draw, loss=loss, stage="base", desc="train base", log=log,
                                     show_progress=show_progress, state=out, log_file="train_log.csv",
-                                    fields=LOG_FIELDS, after=after)
+                                    fields=LOG_FIELDS + (("heldout_mean_error",) if mcfg.mean_planes else ()),
+                                    after=after)
     batches = None      # lets the DataLoader's workers go
     figures: dict = {"steps": tcfg.steps, "train_subjects": len(train_ids), "wall_s": round(time.time() - t0, 1),
                      "processes": accelerator.num_processes}
@@ -263,6 +269,8 @@ def train_base(
             save_component(unwrapped, out / "base", kind=BASE_KIND, dtype=torch.float16)
             if held_set is not None:
                 figures["heldout_loss"] = heldout_loss(unwrapped, held_set, seed=tcfg.seed)
+                if unwrapped.mean_planes is not None:
+                    figures["heldout_mean_error"] = heldout_mean_error(unwrapped, held_set)
         write_json(out / RECORD, {**identity, "data": str(dataset), "figures": figures})
         write_model_index(out, render=preset.render, preset=preset.name,
                           components={"base": "base", "decoder": "decoder", encode.component: encode.component})
@@ -341,6 +349,18 @@ def heldout_loss(model: BaseDiffusion, held: PlaneSet, *, seed: int, repeats: in
         target = diffusion_target(model.noise, clean, noise, t)
         total += torch.nn.functional.mse_loss(model(noisy, t, held.latents.to(device)), target).item()
     return total / repeats
+
+
+@torch.no_grad()
+def heldout_mean_error(model: BaseDiffusion, held: PlaneSet) -> float:
+    """MSE of the mean-planes head against held-out subjects' normalised planes, as a fraction of what its
+    output for the null z (the training subjects' average) scores: 1 reads nothing from z, 0 everything."""
+    device = model.plane_mean.device
+    clean = model.normalise(held.planes.to(device))
+    latents = held.latents.to(device)
+    error = torch.nn.functional.mse_loss(model.mean_planes(latents).float(), clean)
+    average = torch.nn.functional.mse_loss(model.mean_planes(torch.zeros_like(latents)).float(), clean)
+    return (error / average.clamp_min(1e-12)).item()
 
 
 @torch.no_grad()
