@@ -8,9 +8,11 @@
 - renders of full DDIM samples;
 and the error of those estimates in render space (MSE of patches against the subjects' views).
 
-    .venv/bin/python benchmarks/probe_base.py MODEL --triplanes RUN --data DATA [--subjects 40] [--out F.json]
+    .venv/bin/python benchmarks/probe_base.py MODEL --triplanes RUN --data DATA [--subjects 40] [--heldout]
+        [--out F.json]
 
-The subjects are the first fitted rows of RUN (training subjects of MODEL when it was trained on RUN).
+The subjects are the first fitted rows of RUN (training subjects of MODEL when it was trained on RUN), or
+with --heldout the first of those RUN keeps out of training.
 """
 
 from __future__ import annotations
@@ -37,6 +39,7 @@ def main() -> None:
     parser.add_argument("--data", type=Path, required=True)
     parser.add_argument("--judge", type=Path, default=Path("models/small-1k/judge"))
     parser.add_argument("--subjects", type=int, default=40)
+    parser.add_argument("--heldout", action="store_true", help="read RUN's held-out (val/test) subjects only")
     parser.add_argument("--noise-levels", default="999,700")
     parser.add_argument("--out", type=Path)
     args = parser.parse_args()
@@ -45,7 +48,8 @@ def main() -> None:
     base = pipe.base
     judge = load_judge(args.judge)
     store = TriplaneStore.open(args.triplanes / "triplanes")
-    rows = [i for i, done in enumerate(store.done) if done][:args.subjects]
+    rows = [i for i, done in enumerate(store.done) if done and not (args.heldout and store.splits[i] == "train")]
+    rows = rows[:args.subjects]
     ids = [store.ids[i] for i in rows]
     truth = [json.loads((args.data / s / "attributes.json").read_text()) for s in ids]
     n = len(rows)
@@ -54,7 +58,7 @@ def main() -> None:
         judged = judge_renders(judge, pipe.decoder, pipe.render, planes)
         return _accuracy([(k, t[k], j[k]) for t, j in zip(truth, judged) for k in JUDGED if _judged(t, k)])[0]
 
-    figures: dict = {"model": args.model, "triplanes": str(args.triplanes), "subjects": n}
+    figures: dict = {"model": args.model, "triplanes": str(args.triplanes), "subjects": n, "heldout": args.heldout}
     side = base.config.unet.resolution
     planes = resize_planes(store.get(rows).float(), side)
     clean = base.normalise(planes)

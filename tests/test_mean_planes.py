@@ -85,3 +85,7 @@ def test_train_base_with_the_head_records_its_held_out_error_and_reloads(tiny_fi
     assert model.mean_planes is not None
     planes = model.sample(torch.randn(2, model.latent_dim), steps=2, generator=torch.Generator().manual_seed(0))
     assert planes.shape[:3] == (2, 3, preset.triplane.channels) and torch.isfinite(planes).all()
+    with pytest.raises(ConfigError, match="mean_weight"):
+        train_base(tiny_fit_run / "run", tmp_path / "negative", preset=preset, train_config=tcfg,
+                   model_config=replace(mcfg, mean_weight=-1.0), show_progress=False, log=lambda m: None)
+    assert not (tmp_path / "negative").exists()

@@ -155,6 +155,8 @@ def train_base(
     if mcfg.channel_weighting not in CHANNEL_WEIGHTINGS:
         raise ConfigError(f"BaseModelConfig.channel_weighting must be one of {', '.join(CHANNEL_WEIGHTINGS)}, "
                           f"got {mcfg.channel_weighting!r}")
+    if mcfg.mean_weight < 0:
+        raise ConfigError(f"BaseModelConfig.mean_weight cannot be negative, got {mcfg.mean_weight}")
     store = TriplaneStore.open(run / "triplanes")
     channels = store.planes.shape[2]
     resolution = preset.triplane.base_resolution
