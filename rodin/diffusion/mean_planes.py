@@ -18,6 +18,7 @@ from torch import Tensor, nn
 
 from rodin.config import UNetConfig
 from rodin.diffusion.aware_conv import unfold
+from rodin.diffusion.unet import unit_rms
 from rodin.errors import ConfigError
 
 
@@ -48,7 +49,6 @@ class MeanPlanes(nn.Module):
 
     def forward(self, latent: Tensor) -> Tensor:
         b = latent.shape[0]
-        unit = latent / latent.pow(2).mean(dim=-1, keepdim=True).sqrt().clamp_min(1e-6)
-        folded = self.mlp(unit).reshape(3 * b, self.width, self.coarse, self.coarse)
+        folded = self.mlp(unit_rms(latent)).reshape(3 * b, self.width, self.coarse, self.coarse)
         return unfold(self.out(self.up(folded)))
 

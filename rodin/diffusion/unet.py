@@ -87,6 +87,11 @@ class Level(nn.Module):
         )
 
 
+def unit_rms(latent: Tensor) -> Tensor:
+    """z scaled to unit RMS per component, so a semantic z and a whitened PCA z read alike; zeros stay zero."""
+    return latent / latent.pow(2).mean(dim=-1, keepdim=True).sqrt().clamp_min(1e-6)
+
+
 class SpatialCondition(nn.Module):
     """Extra input channels per folded plane: learned position planes and planes of z.
 
@@ -117,8 +122,7 @@ class SpatialCondition(nn.Module):
         if self.position is not None:
             parts.append(self.position.to(latent.dtype).repeat(b, 1, 1, 1))
         if self.latent is not None:
-            unit = latent / latent.pow(2).mean(dim=-1, keepdim=True).sqrt().clamp_min(1e-6)
-            coarse = self.latent(unit).reshape(3 * b, self.latent_channels, self.side, self.side)
+            coarse = self.latent(unit_rms(latent)).reshape(3 * b, self.latent_channels, self.side, self.side)
             parts.append(F.interpolate(coarse, size=(self.resolution, self.resolution), mode="bilinear",
                                        align_corners=False))
         return torch.cat(parts, dim=1)
