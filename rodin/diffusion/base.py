@@ -81,6 +81,23 @@ def set_plane_stats(module: nn.Module, mean: Tensor, std: Tensor) -> None:
     module.plane_std.copy_(std.clamp_min(1e-6))
 
 
+def denoising_loss(net: nn.Module, clean: Tensor, latent: Tensor, *, noise: Tensor, timesteps: Tensor,
+                   channel_weights: Tensor | None = None) -> tuple[Tensor, Tensor, Tensor]:
+    """(loss, output, noisy input) for clean normalised roll-outs. `net` is a BaseDiffusion or its
+    distributed wrapper, called as a module so that DDP sees the forward. `channel_weights`
+    (1, C, 1, 1) weighs the prediction's squared error per channel."""
+    model = getattr(net, "module", net)     # DDP and FSDP keep the model as .module
+    noisy = model.noise.add_noise(clean, noise, timesteps)
+    target = diffusion_target(model.noise, clean, noise, timesteps)
+    output, mean = net(noisy, timesteps, latent, with_mean=True)
+    output = output.float()
+    error = (output - target).pow(2)
+    total = error.mean() if channel_weights is None else (error * channel_weights).mean()
+    if mean is not None:
+        total = total + model.config.mean_weight * F.mse_loss(mean.float(), clean)
+    return total, output, noisy
+
+
 class BaseDiffusion(nn.Module):
     """Denoises roll-outs of normalised base-resolution tri-planes, conditioned on z."""
 
@@ -133,13 +150,7 @@ class BaseDiffusion(nn.Module):
         """MSE of the prediction (noise, v or x0) for clean normalised roll-outs; z zeroed where not kept.
         With the mean-planes head, plus mean_weight times the head's MSE against the clean roll-outs."""
         latent = latent * keep_latent[:, None].to(latent.dtype)
-        noisy = self.noise.add_noise(clean, noise, timesteps)
-        target = diffusion_target(self.noise, clean, noise, timesteps)
-        out, mean = self(noisy, timesteps, latent, with_mean=True)
-        total = F.mse_loss(out, target)
-        if mean is not None:
-            total = total + self.config.mean_weight * F.mse_loss(mean, clean)
-        return total
+        return denoising_loss(self, clean, latent, noise=noise, timesteps=timesteps)[0]
 
     @torch.no_grad()
     def sample(self, latent: Tensor | None, *, count: int | None = None, steps: int | None = None,

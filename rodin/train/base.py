@@ -23,7 +23,7 @@ from diffusers.training_utils import EMAModel
 
 from rodin.config import BaseModelConfig, DecoderConfig, Preset, RenderConfig, TrainConfig
 from rodin.diffusion.base import KIND as BASE_KIND
-from rodin.diffusion.base import BaseDiffusion, diffusion_target, predicted_clean
+from rodin.diffusion.base import BaseDiffusion, denoising_loss, diffusion_target, predicted_clean
 from rodin.errors import ConfigError, DataError
 from rodin.fit.run import DECODER_KIND, list_sources
 from rodin.fit.store import TriplaneStore
@@ -229,16 +229,8 @@ def train_base(
         noise = drawn.noise[mine].to(device, non_blocking=True)
         timesteps = drawn.timesteps[mine].to(device)
         latent = (train_latents[drawn.rows[mine]] * drawn.keep[mine, None]).to(device)
-        noisy = scheduler.add_noise(clean, noise, timesteps)
-        target = diffusion_target(scheduler, clean, noise, timesteps)
-        output, mean = net(noisy, timesteps, latent, with_mean=True)
-        output = output.float()
-        if weights is None:
-            total = torch.nn.functional.mse_loss(output, target)
-        else:
-            total = ((output - target).pow(2) * weights).mean()
-        if mean is not None:
-            total = total + mcfg.mean_weight * torch.nn.functional.mse_loss(mean.float(), clean)
+        total, output, noisy = denoising_loss(net, clean, latent, noise=noise, timesteps=timesteps,
+                                              channel_weights=weights)
         if renders is not None:
             made = model.denormalise(predicted_clean(scheduler, noisy, output, timesteps))
             total = total + renders(made, drawn.rows[mine], drawn.patches.rows(mine))
