@@ -95,6 +95,34 @@ def test_edit_moves_z_along_the_text_direction_and_keeps_the_noise(tiny_semantic
     assert torch.equal(pipe.edit(loaded, edit="with red hair", steps=3).planes, edited.planes)
 
 
+class _RotatingPrior:
+    """A stand-in latent prior that sends text embeddings through a fixed rotation, plus its noise: the
+    image side of the space is not the text side, as with a real contrastive encoder."""
+
+    def __init__(self, dim: int) -> None:
+        self.rotation = torch.linalg.qr(torch.randn(dim, dim, generator=torch.Generator().manual_seed(5)))[0]
+
+    def sample(self, text, *, generator=None, **_):
+        noise = torch.randn(text.shape, generator=generator)
+        return (text @ self.rotation + 0.01 * noise) * text.shape[1] ** 0.5
+
+
+def test_edit_directions_through_the_prior_follow_the_image_side(tiny_semantic_model):
+    encoder = load_semantic(tiny_semantic_model / "semantic")
+    prior = _RotatingPrior(encoder.dim)
+    edits = EditDirections(encoder, prior=prior, min_similarity=-1.0)
+    plain = EditDirections(encoder, min_similarity=-1.0).direction("with red hair")
+    mapped = edits.direction("with red hair")
+    texts = encoder.encode_texts(["a person", "a person with red hair"]).cpu()
+    expected = torch.nn.functional.normalize(texts[1] @ prior.rotation - texts[0] @ prior.rotation, dim=0)
+    assert float(mapped.norm()) == pytest.approx(1.0, abs=1e-5)
+    assert float(mapped @ expected) > 0.99                   # the rotated difference, the paired noise cancelled
+    assert float(mapped @ plain) < 0.9                       # not the raw text difference
+    assert edits.direction("with red hair") is mapped        # one prior run per edit text
+    with pytest.raises(DataError, match="names nothing"):    # still refused before the prior runs
+        EditDirections(encoder, prior=prior, min_similarity=1.01).direction("with red hair")
+
+
 def test_edits_that_name_nothing_are_refused(tiny_semantic_model):
     encoder = load_semantic(tiny_semantic_model / "semantic")
     strict = EditDirections(encoder, min_similarity=1.01)   # nothing is close enough
