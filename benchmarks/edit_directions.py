@@ -1,30 +1,34 @@
-"""Edits along raw text directions against directions mapped through the latent prior, on the same cases.
-
-Runs `rodin eval semantic`'s edit cases (and its portrait cases, which the edits start from) once per
-edit space, so that only the direction differs:
+"""Edit directions compared on the same edits of the same avatars: raw text, through the prior, labelled.
 
     .venv/bin/python benchmarks/edit_directions.py MODEL --data DATA [--subjects 50] [--edits 100]
-        [--strength 1.0] [--out F.json]
+        [--spaces text,prior,labelled] [--strengths 1.0] [--out F.json]
 
-"text": z moves along normalise(T(target) - T(source)) (what edits did before 2026-12-03);
-"prior": along the difference of the prior's mean draws for the two sentences (`rodin.semantic.edit`).
+The held-out portraits of DATA are encoded and generated once; each (space, strength) only generates the
+edited avatars, from the same noise as the unedited ones (`rodin.eval.semantic.edit_figures`).
+"text": z moves along normalise(T(target) - T(source)).
+"prior": along the difference of the prior's mean draws for the two sentences.
+"labelled": along the difference of the mean portraits with and without what the nearest phrases name,
+measured here from DATA's training split (`rodin.train.edits`), as `rodin train edits` measures it.
+Each space's figures are a list, one row per strength, in the order given.
+The edit cases are drawn as `rodin eval semantic` draws them, but from their own random stream, so the
+figures compare spaces with each other, not with that command's.
 """
 
 from __future__ import annotations
 
 import argparse
 import json
+import random
 from pathlib import Path
 
 import torch
 
-from rodin.eval.semantic import evaluate_semantic
+from rodin.eval.semantic import _generate, edit_cases, edit_figures
 from rodin.io import write_json
 from rodin.pipeline import RodinPipeline
 from rodin.semantic.edit import EditDirections
-from rodin.semantic.judge import load_judge
-
-FIGURES = ("portrait_attr_acc", "edit_success", "edit_preservation", "edit_cases", "edit_strength")
+from rodin.semantic.judge import dataset_subjects, load_judge
+from rodin.train.edits import edits_from_data
 
 
 def main() -> None:
@@ -33,21 +37,34 @@ def main() -> None:
     parser.add_argument("--data", type=Path, required=True)
     parser.add_argument("--subjects", type=int, default=50)
     parser.add_argument("--edits", type=int, default=100)
-    parser.add_argument("--strength", type=float, default=1.0)
+    parser.add_argument("--strengths", default="1.0", help="comma-separated edit strengths")
     parser.add_argument("--steps", type=int, default=10)
-    parser.add_argument("--spaces", default="text,prior")
+    parser.add_argument("--seed", type=int, default=0)
+    parser.add_argument("--spaces", default="text,prior,labelled")
     parser.add_argument("--out", type=Path)
     args = parser.parse_args()
     torch.set_grad_enabled(False)
     pipe = RodinPipeline.from_pretrained(args.model)
     judge = load_judge(args.model / "judge").eval()
-    results = {"model": str(args.model), "data": str(args.data), "steps": args.steps}
+    held = [f for f, split in dataset_subjects(args.data) if split != "train"][:args.subjects]
+    truth = [json.loads((f / "attributes.json").read_text()) for f in held]
+    latents = torch.cat([pipe.encode_image(f / "portrait.png") for f in held])
+    cases = edit_cases(truth, args.edits, random.Random(args.seed))
+
+    def generate(z: torch.Tensor, *, seed: int) -> torch.Tensor:
+        return _generate(pipe, z, seed=seed, batch=16, steps=args.steps, guidance_scale=None)
+
+    results = {"model": str(args.model), "data": str(args.data), "steps": args.steps, "subjects": len(held)}
+    before = None
+    text = pipe._text_encoder()
     for space in args.spaces.split(","):
-        pipe._edits = EditDirections(pipe._text_encoder(), prior=pipe.prior if space == "prior" else None)
-        figures = evaluate_semantic(pipe, judge, args.data, subjects=args.subjects, prompts=1, edits=args.edits,
-                                    strength=args.strength, steps=args.steps, log=lambda m: None)
-        results[space] = {k: figures[k] for k in FIGURES}
-        print(json.dumps({space: results[space]}), flush=True)
+        labelled = edits_from_data(args.data, text, log=lambda m: None) if space == "labelled" else None
+        pipe._edits = EditDirections(text, prior=pipe.prior if space == "prior" else None, labelled=labelled)
+        for strength in (float(s) for s in args.strengths.split(",")):
+            figures, before = edit_figures(pipe, judge, latents, cases, strength=strength, generate=generate,
+                                           seed=args.seed, judged_before=before)
+            results.setdefault(space, []).append({"strength": strength, **figures})
+            print(json.dumps({space: results[space][-1]}), flush=True)
     if args.out:
         write_json(args.out, results)
     print(json.dumps(results))

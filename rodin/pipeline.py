@@ -12,6 +12,7 @@ trained yet are simply absent, and asking for what they provide fails with a cle
 from __future__ import annotations
 
 import json
+import warnings
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Any
@@ -133,11 +134,25 @@ def write_model_index(folder: Path, *, render: RenderConfig, preset: str, compon
     write_json(path, index)
 
 
+def _load_edits(folder: Path, semantic: Path, *, allow_pickle: bool):
+    """The labelled edit directions, or None (with a warning) when they were measured with another encoder."""
+    from rodin.modeling import load_component
+    from rodin.semantic.edit import LabelledEdits, LabelledEditsConfig
+    from rodin.train.edits import KIND, encoder_digest
+
+    edits = load_component(LabelledEdits, LabelledEditsConfig, folder, kind=KIND, allow_pickle=allow_pickle)
+    if edits.config.encoder_digest != encoder_digest(semantic):
+        warnings.warn(f"{folder}: measured with another semantic encoder; edits follow raw text directions "
+                      "until `rodin train edits` measures them again", stacklevel=3)
+        return None
+    return edits
+
+
 class RodinPipeline:
     """Generation from a model folder. Keyword-only calls; see the module docstring."""
 
     def __init__(self, *, decoder, render: RenderConfig, base=None, encoder=None, semantic=None, prior=None,
-                 upsampler=None, refiner=None, path: Path | None = None) -> None:
+                 upsampler=None, refiner=None, edits=None, path: Path | None = None) -> None:
         self.decoder = decoder.eval()
         self.render = render
         self.base = base.eval() if base is not None else None
@@ -146,6 +161,7 @@ class RodinPipeline:
         self.encoder = encoder            # the legacy pixel-PCA portrait encoder (models without `semantic`)
         self.semantic = semantic          # the image-text encoder z lives in (rodin.semantic.space)
         self.prior = prior.eval() if prior is not None else None
+        self.edits = edits                # labelled edit directions (rodin.semantic.edit.LabelledEdits)
         self.path = path
         self._edits = None
         self.last_portrait_note: str | None = None   # what preparing the last photo said (several faces, ...)
@@ -203,12 +219,15 @@ class RodinPipeline:
                                        **trust)
         if part("refiner") is not None:
             refiner = load_component(Refiner, RefinerConfig, part("refiner"), kind=REFINER_KIND, **trust)
+        edits = None
+        if part("edits") is not None and semantic is not None:
+            edits = _load_edits(part("edits"), part("semantic"), **trust)
         if base is not None and semantic is not None and semantic.dim != base.latent_dim:
             raise DataError(f"{path}: its semantic encoder makes {semantic.dim}-d z but its base model reads "
                             f"{base.latent_dim}-d z; retrain the base model with this encoder")
         _check_stages_fit(path, decoder, base, upsampler, refiner)
         return cls(decoder=decoder, render=render, base=base, encoder=encoder, semantic=semantic, prior=prior,
-                   upsampler=upsampler, refiner=refiner, path=path)
+                   upsampler=upsampler, refiner=refiner, edits=edits, path=path)
 
     # --- where z comes from -------------------------------------------------------------------------
     def encode_image(self, image: Path | str | np.ndarray | torch.Tensor) -> torch.Tensor:
@@ -261,7 +280,7 @@ class RodinPipeline:
         from rodin.semantic.edit import EditDirections
 
         if self._edits is None:
-            self._edits = EditDirections(self._text_encoder())
+            self._edits = EditDirections(self._text_encoder(), labelled=self.edits)
         return self._edits.apply(latent, edit, strength=strength)
 
     # --- generation ---------------------------------------------------------------------------------

@@ -200,6 +200,7 @@ def encoder(
 ) -> None:
     """Train the image-text encoder that z lives in, contrastively on portraits and captions (stage 5)."""
     from rodin.config import get_preset
+    from rodin.train.edits import EDITS, measure_edits
     from rodin.train.encoder import SEMANTIC, train_encoder
 
     chosen = get_preset(preset)
@@ -208,7 +209,23 @@ def encoder(
                             cpu=cpu, mixed_precision=mixed_precision, log=lambda m: typer.echo(m, err=True))
     if not _main_process():
         return
-    typer.echo(f"wrote {out / SEMANTIC}")
+    measure_edits(data, out, log=lambda m: typer.echo(m, err=True))
+    typer.echo(f"wrote {out / SEMANTIC} and {out / EDITS}")
+    print(json.dumps(figures), flush=True)
+
+
+@app.command("edits")
+def edits(
+    data: Path = typer.Option(..., "--data", help="A generated dataset with attributes.json per subject "
+                              "(the encoder's training data)."),
+    out: Path = typer.Option(..., "--out", help="Model folder holding OUT/semantic; the directions go to OUT/edits."),
+) -> None:
+    """Measure text edits' directions from labelled portraits (no training; seconds). Without them, edits
+    follow raw text directions, which move other attributes too (BENCHMARKS.md)."""
+    from rodin.train.edits import EDITS, measure_edits
+
+    figures = measure_edits(data, out, log=lambda m: typer.echo(m, err=True))
+    typer.echo(f"wrote {out / EDITS}")
     print(json.dumps(figures), flush=True)
 
 

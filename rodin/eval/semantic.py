@@ -231,30 +231,46 @@ def evaluate_semantic(pipe, judge: AttributeJudge, data: Path, *, subjects: int 
     figures["text_examples"] = [p for _, p in cases[:5]]
 
     log(f"edits: {edits} at strength {strength}")
-    edit_cases = []
-    for k in range(edits):
-        row = k % len(chosen)
-        edit_cases.append((row, *pick_edit(truth[row], rng)))
-    before = torch.stack([latents[row] for row, *_ in edit_cases])
-    after = torch.cat([pipe.edit_latent(latents[row:row + 1], text, strength=strength)
-                       for row, _, _, text in edit_cases])
-    noise_seed = seed + 20_000
-    judged_before = judge_planes(judge, pipe, generate(before, seed=noise_seed))
-    judged_after = judge_planes(judge, pipe, generate(after, seed=noise_seed))
-    success, kept = [], []
-    for (_, name, value, _), was, now in zip(edit_cases, judged_before, judged_after):
-        success.append(now[name] == value)
-        others = [n for n in JUDGED if n != name and not (name.startswith("hair") and n.startswith("hair"))]
-        kept.extend(now[n] == was[n] for n in others)
-    figures["edit_success"] = float(np.mean(success))
-    figures["edit_preservation"] = float(np.mean(kept))
-    figures["edit_cases"] = len(edit_cases)
+    cases = edit_cases(truth, edits, rng)
+    edited, _ = edit_figures(pipe, judge, latents, cases, strength=strength, generate=generate, seed=seed)
+    figures.update(edited)
     figures["edit_strength"] = strength
     figures["sample_steps"] = steps or pipe.base.config.diffusion.sample_steps
     figures["cases_from"] = "all subjects" if include_training else "held-out subjects"
     figures["guidance_scale"] = (pipe.base.config.diffusion.guidance_scale if guidance_scale is None
                                  else guidance_scale)
     return figures
+
+
+def edit_cases(truth: list[dict], count: int, rng: random.Random) -> list[tuple[int, str, str, str]]:
+    """(row, attribute, value, edit text) for `count` edits of the subjects in `truth`, in turn."""
+    cases = []
+    for k in range(count):
+        row = k % len(truth)
+        cases.append((row, *pick_edit(truth[row], rng)))
+    return cases
+
+
+def edit_figures(pipe, judge: AttributeJudge, latents: torch.Tensor, cases: list[tuple[int, str, str, str]], *,
+                 strength: float, generate: Callable[..., torch.Tensor], seed: int = 0,
+                 judged_before: list[dict] | None = None) -> tuple[dict, list[dict]]:
+    """Success and preservation of `cases` (`edit_cases`) applied to the z's `latents` at `strength`; both
+    avatars of an edit start from the same noise. Returns the figures and the judge's reading of the
+    unedited avatars, which a caller trying several strengths or directions can pass back."""
+    noise_seed = seed + 20_000
+    if judged_before is None:
+        before = torch.stack([latents[row] for row, *_ in cases])
+        judged_before = judge_planes(judge, pipe, generate(before, seed=noise_seed))
+    after = torch.cat([pipe.edit_latent(latents[row:row + 1], text, strength=strength) for row, _, _, text in cases])
+    judged_after = judge_planes(judge, pipe, generate(after, seed=noise_seed))
+    success, kept = [], []
+    for (_, name, value, _), was, now in zip(cases, judged_before, judged_after):
+        success.append(now[name] == value)
+        others = [n for n in JUDGED if n != name and not (name.startswith("hair") and n.startswith("hair"))]
+        kept.extend(now[n] == was[n] for n in others)
+    figures = {"edit_success": float(np.mean(success)), "edit_preservation": float(np.mean(kept)),
+               "edit_cases": len(cases)}
+    return figures, judged_before
 
 
 def evaluate_judge(judge: AttributeJudge, data: Path, *, run: Path | None = None, render=None,

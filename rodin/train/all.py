@@ -201,11 +201,13 @@ def _fit(plan: Plan, *, log, show_progress: bool, cpu: bool) -> dict:
 
 
 def _encoder(plan: Plan, *, log, show_progress: bool, cpu: bool) -> dict:
+    from rodin.train.edits import measure_edits
     from rodin.train.encoder import train_encoder
 
     p = plan.preset
-    return train_encoder(plan.data, plan.out, config=p.encoder, train=p.train_encoder, cpu=cpu, log=log,
-                         show_progress=show_progress)
+    figures = train_encoder(plan.data, plan.out, config=p.encoder, train=p.train_encoder, cpu=cpu, log=log,
+                            show_progress=show_progress)
+    return {**figures, "edits": measure_edits(plan.data, plan.out, log=log)}
 
 
 def _base(plan: Plan, *, log, show_progress: bool, cpu: bool) -> dict:

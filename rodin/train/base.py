@@ -266,8 +266,10 @@ def train_base(
                 if unwrapped.mean_planes is not None:
                     figures["heldout_mean_error"] = heldout_mean_error(unwrapped, held_set)
         write_json(out / RECORD, {**identity, "data": str(dataset), "figures": figures})
-        write_model_index(out, render=preset.render, preset=preset.name,
-                          components={"base": "base", "decoder": "decoder", encode.component: encode.component})
+        components = {"base": "base", "decoder": "decoder", encode.component: encode.component}
+        if (out / "edits").is_dir():     # measured beside the encoder before the index existed
+            components["edits"] = "edits"
+        write_model_index(out, render=preset.render, preset=preset.name, components=components)
         remove_checkpoint(out)
     return figures
 

@@ -15,7 +15,8 @@ from typing import Any
 STAGE_NOTES = {
     "data": ("procedural avatars: multi-view renders, portraits, captions", "WORK/data (not shipped)"),
     "fit": ("stage 1: a tri-plane per subject and the shared MLP decoder", "decoder/ (tri-planes in WORK/fit)"),
-    "encoder": ("the image-text encoder that z lives in", "semantic/"),
+    "encoder": ("the image-text encoder that z lives in, and edit directions measured on labelled portraits",
+                "semantic/, edits/"),
     "base": ("stage 2: base diffusion, 3D-aware UNet conditioned on z", "base/"),
     "prior": ("the latent prior: z from a sentence or from nothing", "prior/"),
     "upsampler": ("stage 3: upsampler diffusion to the full-resolution tri-plane", "upsampler/"),
