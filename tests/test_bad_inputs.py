@@ -227,6 +227,15 @@ def test_edit_over_its_own_avatar_is_refused(model, tmp_path, capsys):
     assert snapshot(folder) == before
 
 
+def test_train_edits_refuses_what_it_cannot_measure(model, subject, tmp_path, capsys):
+    before = snapshot(model)
+    code, err = run_cli(["train", "edits", "--data", tmp_path / "nowhere", "--out", model], capsys)
+    assert_one_clear_line(code, err, "no such dataset folder")
+    code, err = run_cli(["train", "edits", "--data", subject.parent, "--out", model], capsys)
+    assert_one_clear_line(code, err, "semantic")                # a pixel-PCA model has no text side
+    assert snapshot(model) == before
+
+
 def test_render_refuses_a_damaged_avatar_file(tmp_path, capsys):
     (tmp_path / "a.safetensors").write_bytes(b"\x10\x00\x00\x00\x00\x00\x00\x00{not json")
     code, err = run_cli(["render", tmp_path / "a.safetensors", "--out", tmp_path / "t.png"], capsys)

@@ -24,7 +24,7 @@ def pipe():
 def test_the_default_model_is_the_text_model_and_names_every_stage():
     assert default_model() == default_model(text=True)
     components = json.loads((default_model() / "model_index.json").read_text())["components"]
-    assert {"base", "decoder", "semantic", "prior", "upsampler", "refiner"} <= set(components)
+    assert {"base", "decoder", "semantic", "prior", "upsampler", "refiner", "edits"} <= set(components)
     assert (default_model() / "judge" / "model.safetensors").is_file()     # `rodin eval` finds its referee
 
 
@@ -40,3 +40,19 @@ def test_a_prompt_runs_through_every_stage_and_renders_refined_views(pipe):
     diff = np.abs(refined.astype(float) - plain.astype(float))
     assert 0 < diff.mean() < 40
     assert (refined < 200).any(), "the refined views are blank"
+
+
+def test_shipped_edits_follow_their_labelled_phrase_even_when_paraphrased(pipe):
+    import torch
+
+    assert pipe.edits is not None, "models/small-1k/edits was measured with another encoder"
+    phrases = list(pipe.edits.config.phrases)
+    blue = pipe.edits.directions[phrases.index("with blue hair")]
+    cosine = torch.nn.functional.cosine_similarity
+    from rodin.semantic.edit import EditDirections
+
+    edits = EditDirections(pipe.semantic, labelled=pipe.edits)
+    assert float(cosine(edits.direction("with blue hair"), blue, dim=0)) > 0.95
+    assert float(cosine(edits.direction("with bright blue hair"), blue, dim=0)) > 0.8
+    sunglasses = pipe.edits.directions[phrases.index("wearing sunglasses")]
+    assert float(cosine(edits.direction("with blue hair"), sunglasses, dim=0)) < 0.5

@@ -70,6 +70,8 @@ def measure_edits(data: Path | str, model: Path | str, *, min_subjects: int | No
     from rodin.train.encoder import SEMANTIC
 
     model = Path(model)
+    if not Path(data).is_dir():          # before the encoder loads, so the message names the real problem
+        raise DataError(f"{data}: no such dataset folder")
     semantic = load_semantic(model / SEMANTIC)
     edits = edits_from_data(data, semantic, digest=encoder_digest(model / SEMANTIC), min_subjects=min_subjects,
                             log=log)
