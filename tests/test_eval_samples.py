@@ -11,7 +11,7 @@ import torch
 from rodin.errors import ConfigError, DataError
 from rodin.eval.distances import frechet_distance, kernel_distance, total_variation
 from rodin.eval.features import FeatureExtractor, load_extractor
-from rodin.eval.samples import SubjectImages, compare_sets, real_subject, split_halves
+from rodin.eval.samples import SubjectImages, compare_sets, real_subject, split_halves, stray_opacity
 
 
 def test_fid_of_a_set_against_itself_is_zero_and_matches_the_closed_form():
@@ -70,8 +70,27 @@ def test_real_subject_images_and_halves(tiny_fit_run):
     assert subject.pixels.shape == (3, 3, 24, 24) and len(subject.cameras) == 3
     assert subject.cameras[0].fov_x < subject.cameras[1].fov_x          # the portrait's narrower lens first
     assert 0.0 <= float(subject.pixels.min()) and float(subject.pixels.max()) <= 1.0
+    assert subject.opacity is not None and subject.opacity.shape == (3, 24, 24)   # the PNGs' alpha
+    on_white = subject.pixels.min(1).values < 0.99
+    assert bool((subject.opacity[on_white] > 0).all())                      # colour only where there is alpha
+    assert max(stray_opacity(view) for view in subject.opacity) < 0.05      # a real subject has no floaters
     a, b = split_halves(list(range(9)), seed=0)
     assert len(a) == 4 and len(b) == 5 and not set(a) & set(b) and split_halves(list(range(9)), seed=0) == (a, b)
+
+
+def test_stray_opacity_sees_fog_beside_the_body_and_nothing_in_a_clean_silhouette():
+    yy, xx = np.mgrid[:32, :32]
+    body = ((yy - 16) ** 2 + (xx - 12) ** 2 < 64).astype(float)
+    assert stray_opacity(body) == 0.0
+    assert stray_opacity(body * 0.9 + 0.05 * (((yy - 16) ** 2 + (xx - 12) ** 2) < 81)) == 0.0   # a soft edge
+    fog = body.copy()
+    fog[2:6, 24:31] = 0.3                                  # a streak away from the body
+    share = 0.3 * 28 / fog.sum()
+    assert stray_opacity(fog) == pytest.approx(share)
+    assert stray_opacity(np.zeros((8, 8))) == 0.0 and stray_opacity(np.full((8, 8), 0.2)) == 1.0
+    two = body.copy()
+    two[2:8, 26:30] = 1.0                                  # a smaller solid part: counted as stray
+    assert 0.0 < stray_opacity(two) < 0.2
 
 
 def test_compare_sets_floor_is_zero_for_identical_sets_and_grows_with_a_change():
@@ -112,6 +131,7 @@ def test_eval_samples_cli_on_a_tiny_model(tiny_semantic_model, tiny_fit_run, tmp
     assert figures["fid"] >= 0 and figures["fid_floor"] >= 0 and np.isfinite(figures["kid"])
     assert set(figures["attr_tvd"]) == set(figures["attr_tvd_floor"]) and "hair_style" in figures["attr_tvd"]
     assert all(0.0 <= v <= 1.0 for v in figures["attr_tvd"].values())
+    assert 0.0 <= figures["stray_opacity"] <= 1.0 and 0.0 <= figures["stray_opacity_floor"] < 0.05
     saved = json.loads((tiny_semantic_model / "eval_samples.json").read_text())
     assert saved["figures"]["fid"] == figures["fid"] and saved["command"].startswith("rodin eval samples")
     assert saved["machine"]["cores"] >= 1 and sheet.is_file()

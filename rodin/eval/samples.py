@@ -11,6 +11,8 @@ Figures, against the second half of the held-out subjects (B):
 - FID and KID of the pooled image features (`rodin.eval.features`), samples against B;
 - per judged attribute, the total variation distance between the judge's readings of the samples and of
   B (each avatar read from all its images, class probabilities averaged);
+- stray opacity (`stray_opacity`): the share of each sample view's opacity away from its main silhouette,
+  floaters the image features barely see; its floor is the real views' alpha (None without alpha);
 - the floor: the same figures between the two disjoint halves A and B of the real held-out subjects, at
   the same set sizes. The goal of issue 10 is FID within 2x the floor and each distance <= 0.1.
 """
@@ -50,6 +52,7 @@ class SubjectImages:
     id: str
     cameras: list[Camera]
     pixels: Tensor       # (V, 3, S, S) float32 in [0, 1], on white
+    opacity: Tensor | None = None   # (V, S, S) in [0, 1]: rendered, or the files' alpha (None without one)
 
 
 def _rigid(matrix: Tensor) -> Tensor:
@@ -60,15 +63,47 @@ def _rigid(matrix: Tensor) -> Tensor:
     return out.float()
 
 
-def _read(path: Path, size: int) -> Tensor:
+def _read(path: Path, size: int) -> tuple[Tensor, Tensor | None]:
+    """(3, S, S) on white, and the (S, S) alpha framed the same way (None for an image without one)."""
     from rodin.semantic.pixel_encoder import square_on_white
 
     try:
         with Image.open(path) as image:
             image.load()
-            return square_on_white(image, size=size)
+            alpha = None
+            if image.mode in ("RGBA", "LA", "PA") or "transparency" in image.info:
+                framed = square_on_white(image.convert("RGBA").getchannel("A").convert("RGB"), size=size)
+                alpha = framed[0]
+            return square_on_white(image, size=size), alpha
     except (FileNotFoundError, UnidentifiedImageError, OSError, ValueError) as err:
         raise DataError(f"{path}: not a readable image ({err})") from None
+
+
+def stray_opacity(opacity: Tensor | np.ndarray, *, threshold: float = 0.5, margin: int = 2) -> float:
+    """The share of a view's opacity (S, S) that lies away from its main silhouette: the largest connected
+    region above `threshold`, grown by `margin` pixels. Floaters (fog beside the body) raise it; a clean
+    render, or a real subject's alpha, reads near 0. An empty view reads 0."""
+    from scipy import ndimage
+
+    alpha = np.asarray(opacity, dtype=np.float64)
+    total = alpha.sum()
+    if total <= 0:
+        return 0.0
+    regions, count = ndimage.label(alpha > threshold)
+    if count == 0:
+        return 1.0                      # all fog, no body
+    sizes = ndimage.sum_labels(np.ones_like(alpha), regions, index=np.arange(1, count + 1))
+    body = regions == 1 + int(np.argmax(sizes))
+    if margin > 0:
+        body = ndimage.binary_dilation(body, iterations=margin)
+    return float(alpha[~body].sum() / total)
+
+
+def mean_stray_opacity(subjects: list[SubjectImages]) -> float | None:
+    """`stray_opacity` averaged over every view of `subjects`; None if any has no opacity."""
+    if not subjects or any(s.opacity is None for s in subjects):
+        return None
+    return float(np.mean([stray_opacity(view) for s in subjects for view in s.opacity]))
 
 
 def real_subject(folder: Path, *, views: int, resolution: int) -> SubjectImages:
@@ -95,7 +130,10 @@ def real_subject(folder: Path, *, views: int, resolution: int) -> SubjectImages:
         paths.append(t.file_paths[k])
     if not cameras:
         raise DataError(f"{folder}: no portrait camera and no views to compare with")
-    return SubjectImages(folder.name, cameras, torch.stack([_read(p, resolution) for p in paths]))
+    read = [_read(p, resolution) for p in paths]
+    alphas = [a for _, a in read]
+    opacity = torch.stack(alphas) if all(a is not None for a in alphas) else None
+    return SubjectImages(folder.name, cameras, torch.stack([rgb for rgb, _ in read]), opacity)
 
 
 def held_out_subjects(data: Path | str) -> list[Path]:
@@ -143,20 +181,22 @@ def sample_planes(pipe, seeds: list[int], *, steps: int | None = None, guidance_
 
 
 @torch.no_grad()
-def render_at(planes: Tensor, pipe, cameras: list[Camera], *, resolution: int) -> Tensor:
-    """(V, 3, S, S) renders of one tri-plane (3, C, H, W) at the cameras, on white."""
+def render_at(planes: Tensor, pipe, cameras: list[Camera], *, resolution: int) -> tuple[Tensor, Tensor]:
+    """(V, 3, S, S) renders of one tri-plane (3, C, H, W) at the cameras, on white, and their (V, S, S)
+    opacity."""
     from rodin.render.volume import occupancy_from_density, render_views
 
     r = pipe.render
     batch = planes.float().cpu()[None]
     occupancy = occupancy_from_density(batch, pipe.decoder, resolution=r.occupancy_resolution,
                                        threshold=r.occupancy_threshold)
-    images = []
+    images, opacities = [], []
     for camera in cameras:
-        rgb, _, _ = render_views(batch, pipe.decoder, camera.c2w[None], camera.fov_x, resolution, samples=r.samples,
-                                 importance=r.importance, occupancy=occupancy, background=1.0)
+        rgb, _, opacity = render_views(batch, pipe.decoder, camera.c2w[None], camera.fov_x, resolution,
+                                       samples=r.samples, importance=r.importance, occupancy=occupancy, background=1.0)
         images.append(rgb[0].permute(2, 0, 1).clamp(0.0, 1.0))
-    return torch.stack(images)
+        opacities.append(opacity[0].clamp(0.0, 1.0))
+    return torch.stack(images), torch.stack(opacities)
 
 
 @torch.no_grad()
@@ -220,7 +260,7 @@ def evaluate_samples(pipe, data: Path | str, *, extractor: FeatureExtractor, jud
     for k, one in enumerate(tqdm(planes, desc="render samples", unit="avatar", file=sys.stderr, leave=False,
                                  disable=not progress)):
         cameras = half_a[k % len(half_a)].cameras
-        made.append(SubjectImages(f"seed_{seeds[k]}", cameras, render_at(one, pipe, cameras, resolution=resolution)))
+        made.append(SubjectImages(f"seed_{seeds[k]}", cameras, *render_at(one, pipe, cameras, resolution=resolution)))
 
     options = dict(extractor=extractor, judge=judge, kid_subset=kid_subset, kid_subsets=kid_subsets, seed=seed)
     ours = compare_sets(made, half_b, **options)
@@ -235,6 +275,8 @@ def evaluate_samples(pipe, data: Path | str, *, extractor: FeatureExtractor, jud
         "fid_ratio": ours["fid"] / floor["fid"] if floor["fid"] > 0 else None,
         "kid": ours["kid"], "kid_std": ours["kid_std"], "kid_floor": floor["kid"], "kid_floor_std": floor["kid_std"],
         "kid_subset": ours["kid_subset"], "images": ours["images"],
+        # Blind spot of the features: fog beside the body. The floor is the real subjects' alpha.
+        "stray_opacity": mean_stray_opacity(made), "stray_opacity_floor": mean_stray_opacity(real),
     }
     if judge is not None:
         figures.update(attr_tvd=ours["attr_tvd"], attr_tvd_floor=floor["attr_tvd"],
@@ -248,4 +290,4 @@ def evaluate_samples(pipe, data: Path | str, *, extractor: FeatureExtractor, jud
 
 
 __all__ = ["Camera", "SubjectImages", "compare_sets", "evaluate_samples", "held_out_subjects", "judge_subjects",
-           "real_subject", "render_at", "sample_planes", "split_halves"]
+           "mean_stray_opacity", "real_subject", "render_at", "sample_planes", "split_halves", "stray_opacity"]
