@@ -126,3 +126,13 @@ def test_measured_edits_are_loaded_and_dropped_when_the_encoder_changes(tiny_sem
     shutil.copytree(tiny_semantic_model, fresh)
     assert measure_edits(tiny_fit_run / "data", fresh, min_subjects=10_000, log=lambda m: None)["measured"] == 0
     assert not (fresh / "edits").exists()
+    # Data without labels: an error for `rodin train edits`, a logged skip after training an encoder.
+    unlabelled = tmp_path / "unlabelled"
+    shutil.copytree(tiny_fit_run / "data", unlabelled)
+    for labels in unlabelled.glob("subject_*/attributes.json"):
+        labels.unlink()
+    with pytest.raises(DataError, match="attributes.json"):
+        measure_edits(unlabelled, fresh, log=lambda m: None)
+    said = []
+    assert measure_edits(unlabelled, fresh, strict=False, log=said.append)["measured"] == 0
+    assert any("not measured" in line for line in said) and not (fresh / "edits").exists()

@@ -209,8 +209,8 @@ def encoder(
                             cpu=cpu, mixed_precision=mixed_precision, log=lambda m: typer.echo(m, err=True))
     if not _main_process():
         return
-    measure_edits(data, out, log=lambda m: typer.echo(m, err=True))
-    typer.echo(f"wrote {out / SEMANTIC} and {out / EDITS}")
+    measured = measure_edits(data, out, strict=False, log=lambda m: typer.echo(m, err=True))["measured"]
+    typer.echo(f"wrote {out / SEMANTIC}" + (f" and {out / EDITS}" if measured else ""))
     print(json.dumps(figures), flush=True)
 
 

@@ -62,10 +62,12 @@ def edits_from_data(data: Path | str, semantic, *, digest: str = "", min_subject
     return labelled_edits(embeddings, attributes, encoder_digest=digest, **limit)
 
 
-def measure_edits(data: Path | str, model: Path | str, *, min_subjects: int | None = None,
+def measure_edits(data: Path | str, model: Path | str, *, min_subjects: int | None = None, strict: bool = True,
                   log: Callable[[str], None] = print) -> dict:
     """Write MODEL/edits from the labelled training portraits of `data`; returns what was measured. With
-    no phrase measurable (too few portraits on some side of every attribute) nothing is written."""
+    no phrase measurable (too few portraits on some side of every attribute) nothing is written. Data
+    without labelled portraits is a DataError, or with `strict=False` (after training an encoder, whose
+    data may be another renderer's) a logged skip."""
     from rodin.semantic.loading import load_semantic
     from rodin.train.encoder import SEMANTIC
 
@@ -73,8 +75,14 @@ def measure_edits(data: Path | str, model: Path | str, *, min_subjects: int | No
     if not Path(data).is_dir():          # before the encoder loads, so the message names the real problem
         raise DataError(f"{data}: no such dataset folder")
     semantic = load_semantic(model / SEMANTIC)
-    edits = edits_from_data(data, semantic, digest=encoder_digest(model / SEMANTIC), min_subjects=min_subjects,
-                            log=log)
+    try:
+        edits = edits_from_data(data, semantic, digest=encoder_digest(model / SEMANTIC),
+                                min_subjects=min_subjects, log=log)
+    except DataError as err:
+        if strict:
+            raise
+        log(f"edits: not measured ({err}); edits follow raw text directions")
+        return {"subjects": 0, "phrases": 0, "measured": 0}
     known = int(edits.known.sum())
     figures = {"subjects": edits.config.subjects, "phrases": len(edits.config.phrases), "measured": known}
     if known == 0:
