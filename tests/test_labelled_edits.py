@@ -41,7 +41,7 @@ def _portraits(count: int = 300):
     """Unit embeddings of random subjects: ginger hair and glasses each add their own axis."""
     g = torch.Generator().manual_seed(0)
     attributes, embeddings = [], []
-    for k in range(count):
+    for _ in range(count):
         ginger = bool(torch.rand(1, generator=g) < 0.3)
         glasses = bool(torch.rand(1, generator=g) < 0.5)
         attributes.append({"hair_colour": "ginger" if ginger else "black", "glasses": "round" if glasses else "none"})
