@@ -267,20 +267,27 @@ class RefinerTrainConfig:
 
 
 @dataclass(frozen=True)
-class JudgeTrainConfig:
-    """Training of the attribute judge that referees the evaluation (rodin.semantic.judge).
+class IdentitiesConfig:
+    """Identities generated apart from the fit dataset, a few views each, for the stages that learn from
+    portraits and front views alone: the image-text encoder (and with it the latent prior and the edit
+    directions) and the attribute judge. They cost seconds of rendering per hundred, against minutes of
+    fitting: on the fit dataset's 880 identities the judge memorised them (0.94 on training views, 0.60
+    held out) and z carried 0.66 of a held-out portrait's attributes (linear probe); on 4,487 the judge
+    reads 0.76 of held-out views and z carries more (BENCHMARKS.md, "An encoder trained on 5,000 identities")."""
 
-    The judge learns from identities of its own, generated with a few views each (seconds of rendering
-    per hundred), not from the fit dataset: trained on that dataset's 880 identities it memorised them
-    (0.94 on training views, 0.60 on held-out ones), while 4,487 identities lifted held-out views to
-    0.76 and portraits to 0.84 at the same step cost (BENCHMARKS.md, `rodin eval judge`)."""
+    subjects: int = 5000              # 0: those stages learn from the fit dataset instead
+    views: int = 6                    # views per identity (about a third face the front)
+    seed: int = 1                     # not the fit dataset's seed, so every identity is new
+
+
+@dataclass(frozen=True)
+class JudgeTrainConfig:
+    """Training of the attribute judge that referees the evaluation (rodin.semantic.judge), on the
+    preset's identities (IdentitiesConfig)."""
 
     steps: int = 2500                 # images per step x steps: about 36 passes over 4,487 x ~3.5 images
     batch: int = 64                   # images per step
     seed: int = 0
-    subjects: int = 5000              # identities generated for the judge alone; 0: train on the fit dataset
-    views: int = 6                    # views per identity (about a third face the front, which the judge reads)
-    data_seed: int = 1                # its dataset seed: not the fit dataset's, so every identity is new
 
 
 @dataclass(frozen=True)
@@ -311,6 +318,7 @@ class Preset:
     train_upsampler: TrainConfig = field(default_factory=TrainConfig)
     refiner: RefinerConfig = field(default_factory=RefinerConfig)
     train_refiner: RefinerTrainConfig = field(default_factory=RefinerTrainConfig)
+    identities: IdentitiesConfig = field(default_factory=IdentitiesConfig)
     train_judge: JudgeTrainConfig = field(default_factory=JudgeTrainConfig)
     eval: EvalConfig = field(default_factory=EvalConfig)
 
@@ -348,7 +356,8 @@ PRESETS: dict[str, Preset] = {
         refiner=RefinerConfig(scale=2, width=16, blocks=2),
         train_refiner=RefinerTrainConfig(steps=200, batch=8, patch=8, lr=2e-3, warmup=10, ema_decay=0.99,
                                          subjects=8, views=8, checkpoint_every=50, log_every=10),
-        train_judge=JudgeTrainConfig(steps=100, batch=16, subjects=12, views=6),
+        identities=IdentitiesConfig(subjects=16, views=6),
+        train_judge=JudgeTrainConfig(steps=100, batch=16),
         eval=EvalConfig(samples=8, resolution=32),
     ),
     "small": Preset(
@@ -418,6 +427,7 @@ PRESETS: dict[str, Preset] = {
         train_upsampler=TrainConfig(steps=200_000, batch=32, lr=1e-4, warmup=5000, ema_decay=0.9999,
                                     checkpoint_every=5000, sample_every=0, log_every=100),
         refiner=RefinerConfig(scale=4, width=64, blocks=8),
+        identities=IdentitiesConfig(subjects=0),     # 100,000 fitted identities are plenty
         train_refiner=RefinerTrainConfig(steps=100_000, batch=32, patch=64, lr=2e-4, warmup=2000, ema_decay=0.9999,
                                          subjects=10_000, views=32, checkpoint_every=5000, log_every=100),
     ),

@@ -82,7 +82,12 @@ def test_train_all_stage_by_stage_then_resumes_to_a_loadable_model(quick_tiny, t
     assert record["stages"]["fit"]["figures"]["subjects_fitted"] == 6
     figures = {stage: record["stages"][stage]["figures"] for stage in STAGES}
     assert figures["data"]["heldout"] == 0                    # as generated
-    assert figures["encoder"]["subjects"] == 4 and 0 <= figures["encoder"]["image_to_text_top1"] <= 1
+    # The encoder (and the prior, the edit directions and the judge) learn from identities of their own, a few
+    # views each, not from the fit dataset's: 16 at this preset, 2 of them held out.
+    identities = work / "identities"
+    assert figures["data"]["identities"]["folder"] == str(identities)
+    assert figures["encoder"]["subjects"] == 2 and 0 <= figures["encoder"]["image_to_text_top1"] <= 1
+    assert json.loads((model / "encoder_metrics.json").read_text())["data"] == str(identities)
     assert figures["refiner"]["figures_on"] == "heldout"
     assert figures["eval"]["fid"] >= 0 and figures["eval"]["fid_floor"] >= 0 and figures["eval"]["samples"] == 8
     assert json.loads((model / "eval_samples.json").read_text())["figures"]["fid"] == figures["eval"]["fid"]
@@ -90,13 +95,12 @@ def test_train_all_stage_by_stage_then_resumes_to_a_loadable_model(quick_tiny, t
     # The model folder ships the components its index names, not the dataset or the fit run.
     index = json.loads((model / "model_index.json").read_text())
     components = index["components"]
-    assert set(components) == {"base", "decoder", "semantic", "prior", "upsampler", "refiner"}
+    assert set(components) == {"base", "decoder", "semantic", "prior", "upsampler", "refiner", "edits"}
     for folder in components.values():
         assert (model / folder / "config.json").is_file()
     assert (model / "judge" / "config.json").is_file()
-    # The judge learns from identities of its own, not from the fit dataset's.
-    assert figures["judge"]["data"] == str(work / "judge-data")
-    assert figures["judge"]["train_subjects"] + figures["judge"]["heldout_subjects"] == 12
+    assert figures["judge"]["data"] == str(identities)
+    assert figures["judge"]["train_subjects"] + figures["judge"]["heldout_subjects"] == 16
     assert (work / "data" / "index.json").is_file() and (work / "fit" / "triplanes").is_dir()
     assert not (model / "data").exists() and not (model / "triplanes").exists()
 
@@ -119,6 +123,7 @@ def test_train_all_stage_by_stage_then_resumes_to_a_loadable_model(quick_tiny, t
     for stage in STAGES:
         assert f"| {stage} |" in card and f"### {stage}" in card
     assert "not yet trained" not in card
+    assert f"16 of their own, 6 views each, seed 1 (`{identities}`)" in card
     psnr = record["stages"]["fit"]["figures"]["heldout_psnr_mean"]
     assert f"held-out PSNR dB {psnr:.4g}" in card                      # numbers come from the record
 

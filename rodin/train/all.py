@@ -3,7 +3,8 @@
 WORK/                 (not shipped)
   data/               the generated dataset (`rodin data synth`)
   fit/                the fit run: shared decoder and tri-plane store (`rodin fit`)
-  judge-data/         identities generated for the attribute judge alone, a few views each
+  identities/         identities generated apart, a few views each, for the encoder, the prior, the edit
+                      directions and the judge (they learn from portraits and views, not tri-planes)
 MODEL/
   semantic/ base/ decoder/ prior/ upsampler/ refiner/    the components model_index.json names
   judge/              the attribute judge the evaluation reads (not a pipeline component)
@@ -70,8 +71,9 @@ class Plan:
         return self.work / "fit"
 
     @property
-    def judge_data(self) -> Path:
-        return self.work / "judge-data" if self.preset.train_judge.subjects else self.data
+    def identities(self) -> Path:
+        """Where the stages that learn from images alone learn from (IdentitiesConfig)."""
+        return self.work / "identities" if self.preset.identities.subjects else self.data
 
     def dataset(self) -> dict[str, Any]:
         d = self.preset.data
@@ -190,7 +192,15 @@ def _data(plan: Plan, *, log, show_progress: bool, cpu: bool) -> dict:
                   portrait_resolution=d["portrait_resolution"], progress=show_progress)
     entries = json.loads((plan.data / "index.json").read_text())["subjects"]
     splits = [e.get("split", "train") for e in entries]
-    return {**d, "train": splits.count("train"), "heldout": len(splits) - splits.count("train")}
+    figures = {**d, "train": splits.count("train"), "heldout": len(splits) - splits.count("train")}
+    i = plan.preset.identities
+    if i.subjects:
+        synth_dataset(plan.identities, subjects=i.subjects, views=i.views, resolution=d["resolution"], seed=i.seed,
+                      portrait_resolution=d["portrait_resolution"], progress=show_progress,
+                      workers=max(1, min(4, os.cpu_count() or 1, i.subjects // 100)))
+        figures["identities"] = {"folder": str(plan.identities), "subjects": i.subjects, "views": i.views,
+                                 "seed": i.seed}
+    return figures
 
 
 def _fit(plan: Plan, *, log, show_progress: bool, cpu: bool) -> dict:
@@ -205,9 +215,9 @@ def _encoder(plan: Plan, *, log, show_progress: bool, cpu: bool) -> dict:
     from rodin.train.encoder import train_encoder
 
     p = plan.preset
-    figures = train_encoder(plan.data, plan.out, config=p.encoder, train=p.train_encoder, cpu=cpu, log=log,
+    figures = train_encoder(plan.identities, plan.out, config=p.encoder, train=p.train_encoder, cpu=cpu, log=log,
                             show_progress=show_progress)
-    return {**figures, "edits": measure_edits(plan.data, plan.out, strict=False, log=log)}
+    return {**figures, "edits": measure_edits(plan.identities, plan.out, strict=False, log=log)}
 
 
 def _base(plan: Plan, *, log, show_progress: bool, cpu: bool) -> dict:
@@ -226,7 +236,7 @@ def _prior(plan: Plan, *, log, show_progress: bool, cpu: bool) -> dict:
 
     p = plan.preset
     semantic = load_semantic(plan.out / SEMANTIC)
-    figures = train_prior(plan.data, plan.out, encoder=semantic, config=replace(p.prior, dim=semantic.dim),
+    figures = train_prior(plan.identities, plan.out, encoder=semantic, config=replace(p.prior, dim=semantic.dim),
                           train=p.train_prior, portraits=p.train_encoder, cpu=cpu, log=log, show_progress=show_progress)
     write_model_index(plan.out, render=p.render, preset=p.name, components={PRIOR: PRIOR})
     return figures
@@ -262,14 +272,7 @@ def _judge(plan: Plan, *, log, show_progress: bool, cpu: bool) -> dict:
     from rodin.semantic.judge import train_judge
 
     t = plan.preset.train_judge
-    if t.subjects:
-        from rodin.data.synth import synth_dataset
-
-        d = plan.preset.data
-        synth_dataset(plan.judge_data, subjects=t.subjects, views=t.views, resolution=d.resolution, seed=t.data_seed,
-                      portrait_resolution=d.portrait_resolution, progress=show_progress,
-                      workers=max(1, min(4, os.cpu_count() or 1, t.subjects // 100)))
-    metrics = train_judge(plan.judge_data, plan.out / "judge", steps=t.steps, batch=t.batch, seed=t.seed, log=log)
+    metrics = train_judge(plan.identities, plan.out / "judge", steps=t.steps, batch=t.batch, seed=t.seed, log=log)
     return {**metrics, "accuracy_mean": _mean(metrics["accuracy"]), "majority_mean": _mean(metrics["majority"]),
             "train_accuracy_mean": _mean(metrics["train_accuracy"])}
 

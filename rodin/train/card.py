@@ -13,7 +13,8 @@ from typing import Any
 
 # Per stage: what it makes, and where that lies in the model folder.
 STAGE_NOTES = {
-    "data": ("procedural avatars: multi-view renders, portraits, captions", "WORK/data (not shipped)"),
+    "data": ("procedural avatars: multi-view renders, portraits, captions; and identities with a few views",
+             "WORK/data, WORK/identities (not shipped)"),
     "fit": ("stage 1: a tri-plane per subject and the shared MLP decoder", "decoder/ (tri-planes in WORK/fit)"),
     "encoder": ("the image-text encoder that z lives in, and edit directions measured on labelled portraits",
                 "semantic/, edits/"),
@@ -55,6 +56,15 @@ def number(value: Any) -> str:
             return f"{value:,.1f}"
         return f"{value:.4g}"
     return str(value)
+
+
+def identities_rows(identities: dict[str, Any] | None) -> list[str]:
+    """The card's line on the identities the encoder, prior, edits and judge learn from."""
+    if not identities:
+        return []
+    i = identities
+    return [f"| identities for the encoder, prior, edits and judge | {number(i.get('subjects'))} of their own, "
+            f"{i.get('views')} views each, seed {i.get('seed')} (`{i.get('folder')}`) |"]
 
 
 def duration(seconds: float | None) -> str:
@@ -151,6 +161,7 @@ def model_card(record: dict, out: Path) -> str:
         f"| views per subject | {number(data.get('views'))} of {data.get('resolution')}² px, "
         f"portrait {data.get('portrait_resolution')}² px |",
         f"| dataset seed | {data.get('seed')} |",
+        *identities_rows(held.get("identities")),
         f"| work folder (dataset, fit run; not shipped) | `{record.get('work')}` |",
         "",
         "## Stages",
