@@ -23,12 +23,12 @@ from rodin.semantic.loading import load_semantic
 from rodin.train.base import PortraitLatents
 
 
-def probe(z: torch.Tensor, y: torch.Tensor, train: torch.Tensor, classes: int) -> tuple[float, float]:
-    """(held-out accuracy, training accuracy) of a linear classifier of y from z."""
+def probe_model(z: torch.Tensor, y: torch.Tensor, train: torch.Tensor, classes: int):
+    """A linear classifier of y from z, fitted on the labelled rows of `train`: a function of z -> class."""
     weight = torch.zeros(z.shape[1], classes, requires_grad=True)
     bias = torch.zeros(classes, requires_grad=True)
     optimiser = torch.optim.LBFGS([weight, bias], max_iter=300)
-    fit, test = train & (y >= 0), ~train & (y >= 0)
+    fit = train & (y >= 0)
 
     def closure() -> torch.Tensor:
         optimiser.zero_grad()
@@ -37,8 +37,14 @@ def probe(z: torch.Tensor, y: torch.Tensor, train: torch.Tensor, classes: int) -
         return loss
 
     optimiser.step(closure)
-    with torch.no_grad():
-        right = (z @ weight + bias).argmax(1) == y
+    weight, bias = weight.detach(), bias.detach()
+    return lambda latents: (latents @ weight + bias).argmax(1)
+
+
+def probe(z: torch.Tensor, y: torch.Tensor, train: torch.Tensor, classes: int) -> tuple[float, float]:
+    """(held-out accuracy, training accuracy) of a linear classifier of y from z."""
+    right = probe_model(z, y, train, classes)(z) == y
+    fit, test = train & (y >= 0), ~train & (y >= 0)
     return float(right[test].float().mean()), float(right[fit].float().mean())
 
 

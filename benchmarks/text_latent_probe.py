@@ -1,0 +1,179 @@
+"""Where a prompt's attributes get lost on the way to z, without generating a single avatar.
+
+    .venv/bin/python benchmarks/text_latent_probe.py MODEL --data DATA [--prior NAME=DIR ...]
+        [--identities IDS] [--k 1,8,32] [--out F.json]
+
+The prompts are those of `rodin eval semantic` (same seed, same held-out subjects of DATA, same
+paraphrases); each becomes z in several ways, and linear probes of z (fitted on the z of DATA's training
+portraits, as benchmarks/z_probe.py does) read the attributes the prompt names:
+
+- `own_portrait`: z of the portrait of the subject the prompt was written from: what any text route
+  could hope for, bounded by what z carries;
+- `prior_NAME`: z drawn by a latent prior for the prompt (MODEL/prior, and any --prior), as the
+  evaluation draws it;
+- `retrieval_K` (with --identities): the mean z of the K training identities of IDS whose captions lie
+  nearest the prompt in the shared space, put back on z's sphere; `retrieval_backbone_K` the same search
+  in the frozen sentence backbone's space (before the learned text projection); `retrieval_portrait_K`
+  the identities whose portraits' z lie nearest the prompt's text embedding (text against image);
+- `linear_map` (with --identities): a least-squares linear map from a caption's embedding to its
+  identity's z, fitted on IDS, put back on z's sphere.
+
+With --identities, `text_embedding` reads the prompt's own text embedding instead of a z: probes fitted
+on the embeddings of the identities' captions (labelled with the subject each describes). It says how
+much of what the prompt names the text tower has understood before any route to z begins.
+
+A probe reads z, not an avatar, so these figures sit above `text_attr_acc`; their ratios say which step
+loses what.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import math
+import random
+import tempfile
+from pathlib import Path
+
+import torch
+import torch.nn.functional as F
+from z_probe import probe_model
+
+from rodin.config import EncoderTrainConfig, PriorConfig
+from rodin.diffusion.prior import KIND as PRIOR_KIND
+from rodin.diffusion.prior import LatentPrior
+from rodin.eval.semantic import _nameable, paraphrase
+from rodin.io import write_json
+from rodin.modeling import load_component
+from rodin.semantic.judge import JUDGED, dataset_subjects, subject_labels
+from rodin.semantic.loading import load_semantic
+from rodin.semantic.portraits import load_portrait_set
+from rodin.train.base import PortraitLatents
+from rodin.train.prior import caption_embeddings, portrait_latents
+
+
+def prompt_cases(held: list[tuple[Path, dict]], count: int, seed: int) -> list[tuple[int, dict, str]]:
+    """(held-out row, named attributes, prompt) drawn exactly as `evaluate_semantic` draws them."""
+    rng = random.Random(seed)
+    cases = []
+    for _ in range(count):
+        row = rng.choice(range(len(held)))
+        attrs = held[row][1]
+        names = rng.sample(_nameable(attrs), k=rng.randint(1, 3))
+        named = {n: attrs[n] for n in names}
+        cases.append((row, named, paraphrase(named, rng)))
+    return cases
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("model", type=Path)
+    parser.add_argument("--data", type=Path, required=True)
+    parser.add_argument("--prior", action="append", default=[], help="NAME=DIR of a further latent prior")
+    parser.add_argument("--identities", type=Path, help="dataset whose training captions and portraits "
+                        "the retrieval route searches")
+    parser.add_argument("--caption-cache", type=Path, help="caption vectors left by `rodin train prior` "
+                        "on --identities (saves embedding them again)")
+    parser.add_argument("--k", default="1,8,32")
+    parser.add_argument("--prior-guidance", default="", help="further guidance scales to draw each prior at")
+    parser.add_argument("--prompts", type=int, default=100)
+    parser.add_argument("--seed", type=int, default=0)
+    parser.add_argument("--out", type=Path)
+    args = parser.parse_args()
+
+    encoder = load_semantic(args.model / "semantic")
+    latents = PortraitLatents(encoder, "semantic")
+    subjects = dataset_subjects(args.data)
+    paths = [folder / "portrait.png" for folder, _ in subjects]
+    z = torch.cat([latents(paths[i:i + 256]) for i in range(0, len(paths), 256)])
+    attrs = [json.loads((folder / "attributes.json").read_text()) for folder, _ in subjects]
+    labels = torch.tensor([subject_labels(a, str(folder)) for a, (folder, _) in zip(attrs, subjects)])
+    train = torch.tensor([split == "train" for _, split in subjects])
+    mean, std = z[train].mean(0), z[train].std(0).clamp_min(1e-6)
+    probes = {name: probe_model((z - mean) / std, labels[:, a], train, len(JUDGED[name]))
+              for a, name in enumerate(JUDGED)}
+
+    held_rows = [i for i, (_, split) in enumerate(subjects) if split != "train"]
+    held = [(subjects[i][0], attrs[i]) for i in held_rows]
+    cases = prompt_cases(held, args.prompts, args.seed)
+    texts = encoder.encode_texts([p for _, _, p in cases]).cpu()
+
+    routes: dict[str, torch.Tensor] = {"own_portrait": z[[held_rows[row] for row, _, _ in cases]]}
+    priors = [("model", args.model / "prior")] + [tuple(p.split("=", 1)) for p in args.prior]
+    for name, folder in priors:
+        prior = load_component(LatentPrior, PriorConfig, Path(folder), kind=PRIOR_KIND).eval()
+        for scale in [None] + [float(v) for v in args.prior_guidance.split(",") if v]:
+            g = torch.Generator().manual_seed(args.seed + 1)
+            label = f"prior_{name}" + ("" if scale is None else f"_guidance{scale:g}")
+            routes[label] = torch.cat([prior.sample(texts[k:k + 16], generator=g, guidance_scale=scale)
+                                       for k in range(0, len(texts), 16)])
+    if args.identities:
+        portraits = EncoderTrainConfig()
+        found = load_portrait_set(args.identities, split="train", size=max(encoder.image_size, 64),
+                                  front_degrees=0.0, captions_per_subject=portraits.captions_per_subject,
+                                  seed=portraits.seed)
+        cache = args.caption_cache or Path(tempfile.mkdtemp()) / "caption_vectors.safetensors"
+        captions = caption_embeddings(encoder, [found], cache, print)[0]          # (N, K, dim)
+        pool = portrait_latents(encoder, found)                                   # (N, dim)
+        score = torch.einsum("pd,nkd->pnk", F.normalize(texts, dim=-1), F.normalize(captions, dim=-1)).amax(-1)
+        radius = math.sqrt(pool.shape[-1])
+        scores = {"retrieval": score}
+        # The CLIP way: the identities whose portraits lie nearest the prompt (text against image).
+        scores["retrieval_portrait"] = F.normalize(texts, dim=-1) @ F.normalize(pool, dim=-1).T
+        if hasattr(encoder, "project_sentences"):
+            # The same search in the frozen sentence backbone's own space, before our learned projection.
+            from rodin.semantic.text import shared_embedder
+            from rodin.train.encoder import sentence_vectors
+
+            flat = [text for wordings in found.captions for text in wordings]
+            raw = F.normalize(sentence_vectors(flat, cache, print), dim=-1).view(len(found.captions), -1, 384)
+            asked = F.normalize(shared_embedder()([p for _, _, p in cases]), dim=-1)
+            scores["retrieval_backbone"] = torch.einsum("pd,nkd->pnk", asked, raw).amax(-1)
+        # Least squares from a caption's embedding to its subject's z (the conditional mean, if linear).
+        n, k = captions.shape[:2]
+        x = torch.cat([captions.reshape(n * k, -1), torch.ones(n * k, 1)], 1)
+        y = pool.repeat_interleave(k, 0)
+        ridge = torch.linalg.solve(x.T @ x + 1e-2 * torch.eye(x.shape[1]), x.T @ y)
+        mapped = torch.cat([F.normalize(texts, dim=-1), torch.ones(len(texts), 1)], 1) @ ridge
+        routes["linear_map"] = F.normalize(mapped, dim=-1) * radius
+        for route, table in scores.items():
+            for k in (int(v) for v in args.k.split(",")):
+                top = table.topk(k, dim=1).indices
+                routes[f"{route}_{k}"] = F.normalize(pool[top].mean(1), dim=-1) * radius
+
+    figures: dict = {"model": str(args.model), "data": str(args.data), "prompts": len(cases),
+                     "identities": str(args.identities or ""), "routes": {}}
+    if args.identities:
+        # What the prompt's own embedding carries: probes fitted on the identities' caption embeddings
+        # (labels of the subject each describes), read on the prompts' embeddings.
+        n, k = captions.shape[:2]
+        flat_text = captions.reshape(n * k, -1)
+        text_labels = torch.tensor([subject_labels(a, "identity") for a in found.attributes]).repeat_interleave(k, 0)
+        t_mean, t_std = flat_text.mean(0), flat_text.std(0).clamp_min(1e-6)
+        everyone = torch.ones(n * k, dtype=torch.bool)
+        text_read = {name: probe_model((flat_text - t_mean) / t_std, text_labels[:, a], everyone,
+                                       len(JUDGED[name]))((texts - t_mean) / t_std) for a, name in enumerate(JUDGED)}
+    else:
+        text_read = None
+    readings = {route: {name: probes[name]((zs - mean) / std) for name in JUDGED} for route, zs in routes.items()}
+    if text_read is not None:
+        readings["text_embedding"] = text_read
+    for route, read in readings.items():
+        right: dict[str, list[bool]] = {}
+        for c, (row, named, _) in enumerate(cases):
+            for name in named:
+                truth = int(labels[held_rows[row], list(JUDGED).index(name)])
+                right.setdefault(name, []).append(int(read[name][c]) == truth)
+        total = [v for values in right.values() for v in values]
+        figures["mentions"] = {n: len(v) for n, v in right.items()} | {"total": len(total)}
+        figures["routes"][route] = {"accuracy": sum(total) / len(total),
+                                    "per_attribute": {n: sum(v) / len(v) for n, v in right.items()}}
+        print(f"{route:>20}: {sum(total) / len(total):.3f}  " +
+              " ".join(f"{n} {sum(v) / len(v):.2f}" for n, v in right.items()), flush=True)
+    print(json.dumps(figures), flush=True)
+    if args.out:
+        write_json(args.out, figures)
+
+
+if __name__ == "__main__":
+    main()
