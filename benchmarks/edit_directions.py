@@ -1,7 +1,7 @@
 """Edit directions compared on the same edits of the same avatars: raw text, through the prior, labelled.
 
     .venv/bin/python benchmarks/edit_directions.py MODEL --data DATA [--subjects 50] [--edits 100]
-        [--spaces text,prior,labelled] [--strengths 1.0] [--out F.json]
+        [--spaces text,prior,labelled,identities] [--identities IDS] [--strengths 1.0] [--out F.json]
 
 The held-out portraits of DATA are encoded and generated once; each (space, strength) only generates the
 edited avatars, from the same noise as the unedited ones (`rodin.eval.semantic.edit_figures`).
@@ -9,6 +9,8 @@ edited avatars, from the same noise as the unedited ones (`rodin.eval.semantic.e
 "prior": along the difference of the prior's mean draws for the two sentences.
 "labelled": along the difference of the mean portraits with and without what the nearest phrases name,
 measured here from DATA's training split (`rodin.train.edits`), as `rodin train edits` measures it.
+"identities": the same, measured from the training split of --identities (a set of identities made apart,
+as `rodin train all` makes one).
 Each space's figures are a list, one row per strength, in the order given.
 The edit cases are drawn as `rodin eval semantic` draws them, but from their own random stream, so the
 figures compare spaces with each other, not with that command's.
@@ -41,6 +43,7 @@ def main() -> None:
     parser.add_argument("--steps", type=int, default=10)
     parser.add_argument("--seed", type=int, default=0)
     parser.add_argument("--spaces", default="text,prior,labelled")
+    parser.add_argument("--identities", type=Path, help="dataset the 'identities' space measures directions on")
     parser.add_argument("--out", type=Path)
     args = parser.parse_args()
     torch.set_grad_enabled(False)
@@ -54,11 +57,15 @@ def main() -> None:
     def generate(z: torch.Tensor, *, seed: int) -> torch.Tensor:
         return _generate(pipe, z, seed=seed, batch=16, steps=args.steps, guidance_scale=None)
 
-    results = {"model": str(args.model), "data": str(args.data), "steps": args.steps, "subjects": len(held)}
+    results = {"model": str(args.model), "data": str(args.data), "steps": args.steps, "subjects": len(held),
+               "identities": str(args.identities or "")}
     before = None
     text = pipe._text_encoder()
     for space in args.spaces.split(","):
-        labelled = edits_from_data(args.data, text, log=lambda m: None) if space == "labelled" else None
+        if space == "identities" and args.identities is None:
+            parser.error("the identities space needs --identities")
+        source = {"labelled": args.data, "identities": args.identities}.get(space)
+        labelled = edits_from_data(source, text, log=lambda m: None) if source is not None else None
         pipe._edits = EditDirections(text, prior=pipe.prior if space == "prior" else None, labelled=labelled)
         for strength in (float(s) for s in args.strengths.split(",")):
             figures, before = edit_figures(pipe, judge, latents, cases, strength=strength, generate=generate,

@@ -65,16 +65,60 @@ def prompt_cases(held: list[tuple[Path, dict]], count: int, seed: int) -> list[t
     return cases
 
 
+def identity_routes(encoder, texts: torch.Tensor, prompts: list[str], identities: Path, cache: Path,
+                    ks: list[int]) -> tuple[dict[str, torch.Tensor], dict[str, torch.Tensor]]:
+    """The routes that search or fit on a set of identities, and what the prompts' embeddings read."""
+    portraits = EncoderTrainConfig()
+    found = load_portrait_set(identities, split="train", size=max(encoder.image_size, 64), front_degrees=0.0,
+                              captions_per_subject=portraits.captions_per_subject, seed=portraits.seed)
+    captions = caption_embeddings(encoder, [found], cache, print)[0]              # (N, K, dim)
+    pool = portrait_latents(encoder, found)                                       # (N, dim)
+    radius = math.sqrt(pool.shape[-1])
+    unit = F.normalize(texts, dim=-1)
+    scores = {"retrieval": torch.einsum("pd,nkd->pnk", unit, F.normalize(captions, dim=-1)).amax(-1),
+              # The CLIP way: the identities whose portraits lie nearest the prompt (text against image).
+              "retrieval_portrait": unit @ F.normalize(pool, dim=-1).T}
+    if hasattr(encoder, "project_sentences"):
+        # The same search in the frozen sentence backbone's own space, before our learned projection.
+        from rodin.semantic.text import shared_embedder
+        from rodin.train.encoder import sentence_vectors
+
+        flat = [text for wordings in found.captions for text in wordings]
+        raw = F.normalize(sentence_vectors(flat, cache, print), dim=-1).view(len(found.captions), len(flat) // len(
+            found.captions), -1)
+        asked = F.normalize(shared_embedder()(prompts), dim=-1)
+        scores["retrieval_backbone"] = torch.einsum("pd,nkd->pnk", asked, raw).amax(-1)
+    routes = {}
+    # Least squares from a caption's embedding to its subject's z (the conditional mean, if linear).
+    n, k = captions.shape[:2]
+    flat_text = captions.reshape(n * k, -1)
+    x = torch.cat([flat_text, torch.ones(n * k, 1)], 1)
+    ridge = torch.linalg.solve(x.T @ x + 1e-2 * torch.eye(x.shape[1]), x.T @ pool.repeat_interleave(k, 0))
+    routes["linear_map"] = F.normalize(torch.cat([unit, torch.ones(len(texts), 1)], 1) @ ridge, dim=-1) * radius
+    for route, table in scores.items():
+        for top_k in ks:
+            top = table.topk(top_k, dim=1).indices
+            routes[f"{route}_{top_k}"] = F.normalize(pool[top].mean(1), dim=-1) * radius
+    # What the prompt's own embedding carries: probes fitted on the identities' caption embeddings
+    # (labelled with the subject each describes), read on the prompts' embeddings.
+    labels = torch.tensor([subject_labels(a, "identity") for a in found.attributes]).repeat_interleave(k, 0)
+    mean, std = flat_text.mean(0), flat_text.std(0).clamp_min(1e-6)
+    everyone = torch.ones(n * k, dtype=torch.bool)
+    read = {name: probe_model((flat_text - mean) / std, labels[:, a], everyone, len(JUDGED[name]))(
+        (texts - mean) / std) for a, name in enumerate(JUDGED)}
+    return routes, read
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("model", type=Path)
     parser.add_argument("--data", type=Path, required=True)
     parser.add_argument("--prior", action="append", default=[], help="NAME=DIR of a further latent prior")
     parser.add_argument("--identities", type=Path, help="dataset whose training captions and portraits "
-                        "the retrieval route searches")
-    parser.add_argument("--caption-cache", type=Path, help="caption vectors left by `rodin train prior` "
-                        "on --identities (saves embedding them again)")
-    parser.add_argument("--k", default="1,8,32")
+                        "the retrieval routes search and the linear map is fitted on")
+    parser.add_argument("--caption-cache", type=Path, help="file that keeps the frozen backbone's vectors of "
+                        "the identities' captions between runs (default: a temporary one)")
+    parser.add_argument("--k", default="1,8,32", help="identities averaged by the retrieval routes")
     parser.add_argument("--prior-guidance", default="", help="further guidance scales to draw each prior at")
     parser.add_argument("--prompts", type=int, default=100)
     parser.add_argument("--seed", type=int, default=0)
@@ -94,9 +138,9 @@ def main() -> None:
               for a, name in enumerate(JUDGED)}
 
     held_rows = [i for i, (_, split) in enumerate(subjects) if split != "train"]
-    held = [(subjects[i][0], attrs[i]) for i in held_rows]
-    cases = prompt_cases(held, args.prompts, args.seed)
-    texts = encoder.encode_texts([p for _, _, p in cases]).cpu()
+    cases = prompt_cases([(subjects[i][0], attrs[i]) for i in held_rows], args.prompts, args.seed)
+    prompts = [p for _, _, p in cases]
+    texts = encoder.encode_texts(prompts).cpu()
 
     routes: dict[str, torch.Tensor] = {"own_portrait": z[[held_rows[row] for row, _, _ in cases]]}
     priors = [("model", args.model / "prior")] + [tuple(p.split("=", 1)) for p in args.prior]
@@ -107,57 +151,18 @@ def main() -> None:
             label = f"prior_{name}" + ("" if scale is None else f"_guidance{scale:g}")
             routes[label] = torch.cat([prior.sample(texts[k:k + 16], generator=g, guidance_scale=scale)
                                        for k in range(0, len(texts), 16)])
+    text_read = None
     if args.identities:
-        portraits = EncoderTrainConfig()
-        found = load_portrait_set(args.identities, split="train", size=max(encoder.image_size, 64),
-                                  front_degrees=0.0, captions_per_subject=portraits.captions_per_subject,
-                                  seed=portraits.seed)
         cache = args.caption_cache or Path(tempfile.mkdtemp()) / "caption_vectors.safetensors"
-        captions = caption_embeddings(encoder, [found], cache, print)[0]          # (N, K, dim)
-        pool = portrait_latents(encoder, found)                                   # (N, dim)
-        score = torch.einsum("pd,nkd->pnk", F.normalize(texts, dim=-1), F.normalize(captions, dim=-1)).amax(-1)
-        radius = math.sqrt(pool.shape[-1])
-        scores = {"retrieval": score}
-        # The CLIP way: the identities whose portraits lie nearest the prompt (text against image).
-        scores["retrieval_portrait"] = F.normalize(texts, dim=-1) @ F.normalize(pool, dim=-1).T
-        if hasattr(encoder, "project_sentences"):
-            # The same search in the frozen sentence backbone's own space, before our learned projection.
-            from rodin.semantic.text import shared_embedder
-            from rodin.train.encoder import sentence_vectors
+        found_routes, text_read = identity_routes(encoder, texts, prompts, args.identities, cache,
+                                                  [int(v) for v in args.k.split(",")])
+        routes.update(found_routes)
 
-            flat = [text for wordings in found.captions for text in wordings]
-            raw = F.normalize(sentence_vectors(flat, cache, print), dim=-1).view(len(found.captions), -1, 384)
-            asked = F.normalize(shared_embedder()([p for _, _, p in cases]), dim=-1)
-            scores["retrieval_backbone"] = torch.einsum("pd,nkd->pnk", asked, raw).amax(-1)
-        # Least squares from a caption's embedding to its subject's z (the conditional mean, if linear).
-        n, k = captions.shape[:2]
-        x = torch.cat([captions.reshape(n * k, -1), torch.ones(n * k, 1)], 1)
-        y = pool.repeat_interleave(k, 0)
-        ridge = torch.linalg.solve(x.T @ x + 1e-2 * torch.eye(x.shape[1]), x.T @ y)
-        mapped = torch.cat([F.normalize(texts, dim=-1), torch.ones(len(texts), 1)], 1) @ ridge
-        routes["linear_map"] = F.normalize(mapped, dim=-1) * radius
-        for route, table in scores.items():
-            for k in (int(v) for v in args.k.split(",")):
-                top = table.topk(k, dim=1).indices
-                routes[f"{route}_{k}"] = F.normalize(pool[top].mean(1), dim=-1) * radius
-
-    figures: dict = {"model": str(args.model), "data": str(args.data), "prompts": len(cases),
-                     "identities": str(args.identities or ""), "routes": {}}
-    if args.identities:
-        # What the prompt's own embedding carries: probes fitted on the identities' caption embeddings
-        # (labels of the subject each describes), read on the prompts' embeddings.
-        n, k = captions.shape[:2]
-        flat_text = captions.reshape(n * k, -1)
-        text_labels = torch.tensor([subject_labels(a, "identity") for a in found.attributes]).repeat_interleave(k, 0)
-        t_mean, t_std = flat_text.mean(0), flat_text.std(0).clamp_min(1e-6)
-        everyone = torch.ones(n * k, dtype=torch.bool)
-        text_read = {name: probe_model((flat_text - t_mean) / t_std, text_labels[:, a], everyone,
-                                       len(JUDGED[name]))((texts - t_mean) / t_std) for a, name in enumerate(JUDGED)}
-    else:
-        text_read = None
     readings = {route: {name: probes[name]((zs - mean) / std) for name in JUDGED} for route, zs in routes.items()}
     if text_read is not None:
         readings["text_embedding"] = text_read
+    figures: dict = {"model": str(args.model), "data": str(args.data), "prompts": len(cases),
+                     "identities": str(args.identities or ""), "routes": {}}
     for route, read in readings.items():
         right: dict[str, list[bool]] = {}
         for c, (row, named, _) in enumerate(cases):
