@@ -58,7 +58,7 @@ def main() -> None:
         return _generate(pipe, z, seed=seed, batch=16, steps=args.steps, guidance_scale=None)
 
     results = {"model": str(args.model), "data": str(args.data), "steps": args.steps, "subjects": len(held),
-               "identities": str(args.identities or "")}
+               "identities_data": str(args.identities or "")}
     before = None
     text = pipe._text_encoder()
     for space in args.spaces.split(","):
