@@ -42,7 +42,7 @@ from z_probe import probe_model
 from rodin.config import EncoderTrainConfig, PriorConfig
 from rodin.diffusion.prior import KIND as PRIOR_KIND
 from rodin.diffusion.prior import LatentPrior
-from rodin.eval.semantic import _nameable, paraphrase
+from rodin.eval.semantic import prompt_cases
 from rodin.io import write_json
 from rodin.modeling import load_component
 from rodin.semantic.judge import JUDGED, dataset_subjects, subject_labels
@@ -50,19 +50,6 @@ from rodin.semantic.loading import load_semantic
 from rodin.semantic.portraits import load_portrait_set
 from rodin.train.base import PortraitLatents
 from rodin.train.prior import caption_embeddings, portrait_latents
-
-
-def prompt_cases(held: list[tuple[Path, dict]], count: int, seed: int) -> list[tuple[int, dict, str]]:
-    """(held-out row, named attributes, prompt) drawn exactly as `evaluate_semantic` draws them."""
-    rng = random.Random(seed)
-    cases = []
-    for _ in range(count):
-        row = rng.choice(range(len(held)))
-        attrs = held[row][1]
-        names = rng.sample(_nameable(attrs), k=rng.randint(1, 3))
-        named = {n: attrs[n] for n in names}
-        cases.append((row, named, paraphrase(named, rng)))
-    return cases
 
 
 def identity_routes(encoder, texts: torch.Tensor, prompts: list[str], identities: Path, cache: Path,
@@ -138,11 +125,13 @@ def main() -> None:
               for a, name in enumerate(JUDGED)}
 
     held_rows = [i for i, (_, split) in enumerate(subjects) if split != "train"]
-    cases = prompt_cases([(subjects[i][0], attrs[i]) for i in held_rows], args.prompts, args.seed)
+    cases = prompt_cases([attrs[i] for i in held_rows], args.prompts, random.Random(args.seed))
     prompts = [p for _, _, p in cases]
     texts = encoder.encode_texts(prompts).cpu()
 
     routes: dict[str, torch.Tensor] = {"own_portrait": z[[held_rows[row] for row, _, _ in cases]]}
+    if any("=" not in p for p in args.prior):
+        parser.error("--prior takes NAME=DIR, e.g. --prior identities=runs/cand/prior")
     priors = [("model", args.model / "prior")] + [tuple(p.split("=", 1)) for p in args.prior]
     for name, folder in priors:
         prior = load_component(LatentPrior, PriorConfig, Path(folder), kind=PRIOR_KIND).eval()

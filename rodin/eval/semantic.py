@@ -104,6 +104,18 @@ def _nameable(attrs: dict) -> list[str]:
     return names
 
 
+def prompt_cases(attributes: list[dict], count: int, rng: random.Random) -> list[tuple[int, dict, str]]:
+    """(subject row, named attributes, paraphrased prompt) of `count` prompts, each naming 1-3 attributes of
+    a subject drawn from `attributes`."""
+    cases = []
+    for _ in range(count):
+        row = rng.randrange(len(attributes))
+        names = rng.sample(_nameable(attributes[row]), k=rng.randint(1, 3))
+        named = {n: attributes[row][n] for n in names}
+        cases.append((row, named, paraphrase(named, rng)))
+    return cases
+
+
 # --- edits ------------------------------------------------------------------------------------------
 _EDITS: list[tuple[str, str, str]] = (
     [("hair_colour", c, f"with {c} hair") for c in ("black", "blonde", "ginger", "blue", "pink", "white", "green")]
@@ -215,12 +227,7 @@ def evaluate_semantic(pipe, judge: AttributeJudge, data: Path, *, subjects: int 
     figures["portrait_cases"] = len(chosen)
 
     log(f"prompts: {prompts}")
-    cases = []
-    for _ in range(prompts):
-        attrs = rng.choice(held)[1]
-        names = rng.sample(_nameable(attrs), k=rng.randint(1, 3))
-        named = {n: attrs[n] for n in names}
-        cases.append((named, paraphrase(named, rng)))
+    cases = [(named, prompt) for _, named, prompt in prompt_cases([attrs for _, attrs in held], prompts, rng)]
     texts = pipe.semantic.encode_texts([p for _, p in cases]).cpu()
     g = torch.Generator().manual_seed(seed + 1)
     text_latents = torch.cat([pipe.prior.sample(texts[k:k + batch], generator=g) for k in range(0, len(texts), batch)])
