@@ -13,10 +13,12 @@ from pathlib import Path
 REPORT = "report"
 FITTING = ("fit", "upsampler", "refiner")          # benchmarks that fit subjects first (--steps, --subjects)
 WITH_MODEL = ("generate", "upsampler", "refiner")  # benchmarks of a model folder (--model)
+WITH_DEVICE = ("fit", "paper")                     # benchmarks that run on a chosen device (--device)
 
 
 def run_command(name: str, *, quick: bool = False, steps: int | None = None, subjects: int | None = None,
-                settings: list[str] | None = None, record: bool = True, model: Path | None = None) -> None:
+                settings: list[str] | None = None, record: bool = True, model: Path | None = None,
+                device: str = "cpu", precision: str = "fp32", batch: int = 1) -> None:
     from rich.console import Console
     from rich.table import Table
 
@@ -41,6 +43,16 @@ def run_command(name: str, *, quick: bool = False, steps: int | None = None, sub
         if name not in WITH_MODEL:
             raise ConfigError(f"--model applies to `rodin bench {'|'.join(WITH_MODEL)}` only")
         options["model"] = model
+    if device != "cpu":
+        if name not in WITH_DEVICE:
+            raise ConfigError(f"--device applies to `rodin bench {'|'.join(WITH_DEVICE)}` only")
+        from rodin.devices import parse_device
+
+        options["device"] = str(parse_device(device))
+    if (precision != "fp32" or batch != 1) and name != "paper":
+        raise ConfigError("--precision and --batch apply to `rodin bench paper` only")
+    if name == "paper":
+        options.update(precision=precision, batch=batch)
     if steps is not None:
         options["steps"] = steps
     if subjects is not None:
@@ -50,6 +62,10 @@ def run_command(name: str, *, quick: bool = False, steps: int | None = None, sub
     words = ["rodin", "bench", name] + (["--steps", str(steps)] if steps is not None else [])
     words += (["--subjects", str(subjects)] if subjects is not None else [])
     words += (["--model", str(model)] if model is not None else [])
+    extras = {"device": device if device != "cpu" else None, "precision": precision if precision != "fp32" else None,
+              "batch": batch if batch != 1 else None}
+    for key, value in extras.items():
+        words += [f"--{key}", str(value)] if value is not None else []
     for word in settings or []:
         words += ["--set", word]
     started = provenance(shlex.join(words + (["--quick"] if quick else [])))   # the load before the run
@@ -61,7 +77,8 @@ def run_command(name: str, *, quick: bool = False, steps: int | None = None, sub
         table.add_row(what, value)
     Console(stderr=False).print(table)
     if record and not quick:
-        path = write_record(record_name(name, {"steps": steps, "subjects": subjects, **overrides}),
+        named = {k: str(v).replace(":", "") for k, v in extras.items() if v is not None}    # paper--device-cuda0
+        path = write_record(record_name(name, {"steps": steps, "subjects": subjects, **overrides, **named}),
                             {"benchmark": name, **started, "title": result.title, "figures": result.figures,
                              "rows": [list(row) for row in result.rows]})
         Console(stderr=True).print(f"recorded {path}")

@@ -1,4 +1,5 @@
-"""`rodin bench fit`: fitting speed and held-out quality at the small preset, decoder frozen.
+"""`rodin bench fit`: fitting speed and held-out quality at the small preset, decoder frozen (on the CPU,
+or on a GPU with `--device cuda`).
 
 Subjects come from a seed the shipped decoder never saw; the decoder is the shipped one
 (models/small/decoder) unless another is given.
@@ -20,7 +21,7 @@ BENCH_SEED = 1000   # not the seed of any training set
 
 
 def run(*, quick: bool = False, decoder: Path | None = None, subjects: int | None = None,
-        steps: int | None = None, overrides: dict | None = None) -> BenchResult:
+        steps: int | None = None, overrides: dict | None = None, device: str = "cpu") -> BenchResult:
     """`overrides` replace FitConfig fields by name (checked like a config file), so a tuning run is one
     command: `rodin bench fit --set plane_lr=0.04`."""
     from rodin.config import FitConfig, from_dict
@@ -43,7 +44,7 @@ def run(*, quick: bool = False, decoder: Path | None = None, subjects: int | Non
         synth_dataset(data, subjects=count, views=preset.data.views, resolution=preset.data.resolution,
                       seed=BENCH_SEED, portrait_resolution=64, progress=False)
         start = time.perf_counter()
-        metrics = fit_dataset(data, Path(tmp) / "run", preset=preset, decoder_path=decoder,
+        metrics = fit_dataset(data, Path(tmp) / "run", preset=preset, decoder_path=decoder, device=device,
                               show_progress=False, log=lambda m: None)
         total = time.perf_counter() - start
     fit_seconds = total - metrics["eval_s"]
@@ -59,6 +60,7 @@ def run(*, quick: bool = False, decoder: Path | None = None, subjects: int | Non
         "heldout_psnr_min": round(metrics["heldout_psnr_min"], 2),
         "heldout_ssim_mean": round(metrics["heldout_ssim_mean"], 4),
         "decoder": str(decoder),
+        "device": device,
     }
     rows = [(k.replace("_", " "), str(v)) for k, v in figures.items()]
     return BenchResult(title="Tri-plane fitting, small preset, frozen decoder", rows=rows, figures=figures)

@@ -1,20 +1,25 @@
-"""`rodin bench paper`: the paper preset's stages instantiated and stepped once each, on this machine.
+"""`rodin bench paper`: the paper preset's stages instantiated and stepped, on this machine's CPU or a GPU.
 
-For every stage that exists (fit: one joint step of decoder and planes; base diffusion; image-text
-encoder; latent prior) it builds the paper-sized model, runs one warm-up training step and then times
-`repeats` more at batch 1 (2 for the encoder, whose contrastive loss needs a negative), and reports
-parameters, the median step time and the peak resident memory. Each stage runs in its own process so
-that its peak memory is its own. The upsampler and the refiner are not built yet, so they are not
-measured. The figures are what the scaling guide (docs/scaling.md) extrapolates from.
+For every stage (fit: one joint step of decoder and planes; base diffusion, also with gradient
+checkpointing; image-text encoder; latent prior; upsampler diffusion; refiner) it builds the
+paper-sized model, runs one warm-up training step and then times `repeats` more, and reports
+parameters, the median step time and the peak memory: the process's resident peak on a CPU, the
+CUDA allocator's peak on a GPU. Each stage runs in its own process so that its peak is its own.
+`batch` examples per step (the encoder takes at least 2: its contrastive loss needs a negative;
+the fit step's rays are the preset's whatever the batch). `precision="bf16"` runs forward and loss
+under autocast, as `accelerate launch --mixed_precision bf16` does. The figures are what the
+scaling guide (docs/scaling.md) extrapolates from.
 """
 
 from __future__ import annotations
 
+import contextlib
 import multiprocessing
 import resource
 import statistics
 import tempfile
 import time
+from collections.abc import Callable
 from dataclasses import replace
 from pathlib import Path
 
@@ -23,21 +28,59 @@ import torch
 from rodin.bench import BenchResult
 from rodin.config import Preset, get_preset
 
-STAGES = ("fit", "base", "base_checkpointed", "encoder", "prior")
-NOT_BUILT = ("upsampler", "refiner")
+STAGES = ("fit", "base", "base_checkpointed", "encoder", "prior", "upsampler", "refiner")
+PRECISIONS = ("fp32", "bf16")
 
 
-def _timed(step, repeats: int) -> float:
+class _Step:
+    """Where and how a stage's step runs: device, autocast, batch."""
+
+    def __init__(self, device: torch.device, precision: str, batch: int) -> None:
+        self.device, self.precision, self.batch = device, precision, batch
+
+    def autocast(self):
+        if self.precision == "bf16":
+            return torch.autocast(device_type=self.device.type, dtype=torch.bfloat16)
+        return contextlib.nullcontext()
+
+    def sync(self) -> None:
+        if self.device.type == "cuda":
+            torch.cuda.synchronize(self.device)
+
+    def randn(self, *shape: int) -> torch.Tensor:
+        return torch.randn(*shape, device=self.device)
+
+    def train(self, model: torch.nn.Module, loss_fn) -> Callable[[], None]:
+        """One optimiser step of `model` on the loss that `loss_fn()` computes."""
+        opt = torch.optim.AdamW(model.parameters(), lr=1e-4)
+
+        def step():
+            with self.autocast():
+                loss = loss_fn()
+            opt.zero_grad(set_to_none=True)
+            loss.float().backward()
+            opt.step()
+
+        return step
+
+
+def _timed(step, repeats: int, run: _Step) -> float:
     step()  # warm-up: allocators, kernels
+    run.sync()
     times = []
     for _ in range(repeats):
         began = time.perf_counter()
         step()
+        run.sync()
         times.append(time.perf_counter() - began)
     return statistics.median(times)
 
 
-def _fit_stage(preset: Preset, repeats: int) -> tuple[int, float, dict]:
+def _params(model: torch.nn.Module) -> int:
+    return sum(p.numel() for p in model.parameters())
+
+
+def _fit_stage(preset: Preset, run: _Step) -> tuple[int, Callable[[], None], dict]:
     from rodin.data.synth import synth_dataset
     from rodin.fit.fitter import SubjectPlanes, fit_step
     from rodin.fit.run import LoadOptions, list_sources, load_fit_subject
@@ -50,113 +93,153 @@ def _fit_stage(preset: Preset, repeats: int) -> tuple[int, float, dict]:
         synth_dataset(Path(tmp) / "data", subjects=1, views=cfg.heldout_views + 8, resolution=preset.data.resolution,
                       portrait_resolution=64, progress=False)
         subject = load_fit_subject(list_sources(Path(tmp) / "data")[0], config=cfg, options=LoadOptions())
+    subject = subject.to(run.device)
     torch.manual_seed(0)
-    decoder = TriplaneDecoder(preset.decoder)
+    decoder = TriplaneDecoder(preset.decoder).to(run.device)
     g = torch.Generator().manual_seed(0)
-    planes = [SubjectPlanes(init_planes(1, tri.channels, tri.resolution, generator=g)[0], cfg.plane_levels)]
+    init = init_planes(1, tri.channels, tri.resolution, generator=g)[0].to(run.device)
+    planes = [SubjectPlanes(init, cfg.plane_levels)]
     optimizers = [torch.optim.Adam(planes[0].parameters(), lr=cfg.plane_lr),
                   torch.optim.Adam(decoder.parameters(), lr=cfg.decoder_lr)]
     no_rescale = replace(cfg, rescale_prob=0.0)  # time the full-resolution read, the costlier one
 
-    def step():
+    def step():     # in full precision whatever `run.precision`: `rodin fit` has no mixed precision
         fit_step([subject], planes, decoder, optimizers, config=no_rescale, triplane=tri, generator=g)
 
-    params = sum(p.numel() for p in decoder.parameters())
-    extra = {"rays_per_step": cfg.rays_per_step, "samples": cfg.samples, "plane_params": planes[0].levels[0].numel()}
-    return params, _timed(step, repeats), extra
+    extra = {"rays_per_step": cfg.rays_per_step, "samples": cfg.samples, "plane_params": planes[0].levels[0].numel(),
+             "precision": "fp32"}
+    return _params(decoder), step, extra
 
 
-def _base_stage(preset: Preset, repeats: int, checkpointing: bool) -> tuple[int, float, dict]:
+def _base_stage(preset: Preset, run: _Step, checkpointing: bool) -> tuple[int, Callable[[], None], dict]:
     from rodin.diffusion.base import BaseDiffusion
 
     torch.manual_seed(0)
-    model = BaseDiffusion(preset.base)
+    model = BaseDiffusion(preset.base).to(run.device)
     model.unet.gradient_checkpointing = checkpointing
-    u = preset.base.unet
-    opt = torch.optim.AdamW(model.parameters(), lr=1e-4)
-    clean = torch.randn(1, u.channels, u.resolution, 3 * u.resolution)
-    z = torch.randn(1, u.latent_dim)
-
-    def step():
-        loss = model.loss(clean, z, noise=torch.randn_like(clean), timesteps=torch.tensor([500]),
-                          keep_latent=torch.ones(1))
-        opt.zero_grad(set_to_none=True)
-        loss.backward()
-        opt.step()
-
-    return sum(p.numel() for p in model.parameters()), _timed(step, repeats), {"rollout": [u.channels, u.resolution,
-                                                                                           3 * u.resolution]}
+    u, b = preset.base.unet, run.batch
+    clean = run.randn(b, u.channels, u.resolution, 3 * u.resolution)
+    z = run.randn(b, u.latent_dim)
+    timesteps = torch.full((b,), 500, device=run.device)
+    keep = torch.ones(b, device=run.device)
+    step = run.train(model, lambda: model.loss(clean, z, noise=torch.randn_like(clean), timesteps=timesteps,
+                                               keep_latent=keep))
+    return _params(model), step, {"rollout": [u.channels, u.resolution, 3 * u.resolution]}
 
 
-def _encoder_stage(preset: Preset, repeats: int) -> tuple[int, float, dict]:
+def _encoder_stage(preset: Preset, run: _Step) -> tuple[int, Callable[[], None], dict]:
     import torch.nn.functional as F
 
     from rodin.semantic.dual_encoder import DualEncoder
 
     torch.manual_seed(0)
-    model = DualEncoder(preset.encoder)
-    opt = torch.optim.AdamW(model.parameters(), lr=1e-4)
-    size, batch = preset.encoder.image_size, 2
-    pixels, sentences = torch.rand(batch, 3, size, size), torch.randn(batch, preset.encoder.text_features)
+    model = DualEncoder(preset.encoder).to(run.device)
+    size, batch = preset.encoder.image_size, max(2, run.batch)
+    pixels = torch.rand(batch, 3, size, size, device=run.device)
+    sentences = run.randn(batch, preset.encoder.text_features)
+    labels = torch.arange(batch, device=run.device)
 
-    def step():
+    def loss():
         images, texts, _ = model(pixels, sentences)
-        logits = model.contrastive_logits(images, texts)
-        labels = torch.arange(batch)
-        loss = F.cross_entropy(logits, labels) + F.cross_entropy(logits.T, labels)
-        opt.zero_grad(set_to_none=True)
-        loss.backward()
-        opt.step()
+        logits = model.contrastive_logits(images, texts).float()
+        return F.cross_entropy(logits, labels) + F.cross_entropy(logits.T, labels)
 
-    return sum(p.numel() for p in model.parameters()), _timed(step, repeats), {"batch": batch, "image": size}
+    return _params(model), run.train(model, loss), {"batch": batch, "image": size}
 
 
-def _prior_stage(preset: Preset, repeats: int) -> tuple[int, float, dict]:
+def _prior_stage(preset: Preset, run: _Step) -> tuple[int, Callable[[], None], dict]:
     from rodin.diffusion.prior import LatentPrior
 
     torch.manual_seed(0)
-    model = LatentPrior(preset.prior)
-    opt = torch.optim.AdamW(model.parameters(), lr=1e-4)
-    z, text = torch.randn(1, preset.prior.dim), torch.randn(1, preset.prior.dim)
-
-    def step():
-        loss = model.loss(z, text, noise=torch.randn_like(z), timesteps=torch.tensor([500]))
-        opt.zero_grad(set_to_none=True)
-        loss.backward()
-        opt.step()
-
-    return sum(p.numel() for p in model.parameters()), _timed(step, repeats), {}
+    model = LatentPrior(preset.prior).to(run.device)
+    b = run.batch
+    z, text = run.randn(b, preset.prior.dim), run.randn(b, preset.prior.dim)
+    timesteps = torch.full((b,), 500, device=run.device)
+    step = run.train(model, lambda: model.loss(z, text, noise=torch.randn_like(z), timesteps=timesteps))
+    return _params(model), step, {}
 
 
-def _measure(stage: str, preset_name: str, repeats: int, threads: int) -> dict:
-    """Runs in a fresh process: its peak resident memory is the stage's."""
+def _upsampler_stage(preset: Preset, run: _Step) -> tuple[int, Callable[[], None], dict]:
+    from rodin.diffusion.upsampler import UpsamplerDiffusion
+
+    torch.manual_seed(0)
+    model = UpsamplerDiffusion(preset.upsampler).to(run.device)
+    u, b = preset.upsampler.unet, run.batch
+    low = run.randn(b, 3, u.channels, preset.upsampler.base_resolution, preset.upsampler.base_resolution)
+    clean = run.randn(b, u.channels, u.resolution, 3 * u.resolution)
+    z = run.randn(b, u.latent_dim)
+    level = torch.full((b,), 0.1, device=run.device)
+    timesteps = torch.full((b,), 500, device=run.device)
+
+    def loss():
+        condition = model.condition(low, noise_level=level, noise=torch.randn_like(low))
+        return model.loss(clean, condition, z, level, noise=torch.randn_like(clean), timesteps=timesteps)
+
+    return _params(model), run.train(model, loss), {"rollout": [u.channels, u.resolution, 3 * u.resolution]}
+
+
+def _refiner_stage(preset: Preset, run: _Step) -> tuple[int, Callable[[], None], dict]:
+    from rodin.refine.network import Refiner
+
+    torch.manual_seed(0)
+    config = replace(preset.refiner, in_channels=3 + preset.decoder.extra_features)
+    model = Refiner(config).to(run.device)
+    patch, b = preset.train_refiner.patch, run.batch
+    render = torch.rand(b, config.in_channels, patch, patch, device=run.device)
+    target = torch.rand(b, 3, patch * config.scale, patch * config.scale, device=run.device)
+    step = run.train(model, lambda: (model(render).float() - target).abs().mean())
+    return _params(model), step, {"patch": [patch, patch * config.scale]}
+
+
+def _measure(stage: str, preset_name: str, repeats: int, threads: int, device: str, precision: str,
+             batch: int) -> dict:
+    """Runs in a fresh process: its peak memory is the stage's."""
     torch.set_num_threads(threads)
     preset = get_preset(preset_name)
+    run = _Step(torch.device(device), precision, batch)
+    if run.device.type == "cuda":
+        torch.cuda.set_device(run.device)
+        torch.backends.cuda.matmul.allow_tf32 = True
+        torch.backends.cudnn.allow_tf32 = True
     if stage == "fit":
-        params, seconds, extra = _fit_stage(preset, repeats)
+        params, step, extra = _fit_stage(preset, run)
     elif stage in ("base", "base_checkpointed"):
-        params, seconds, extra = _base_stage(preset, repeats, checkpointing=stage == "base_checkpointed")
-    elif stage == "encoder":
-        params, seconds, extra = _encoder_stage(preset, repeats)
+        params, step, extra = _base_stage(preset, run, checkpointing=stage == "base_checkpointed")
     else:
-        params, seconds, extra = _prior_stage(preset, repeats)
-    peak_mb = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024   # kB on Linux
-    return {"params": params, "step_s": round(seconds, 3), "peak_mb": round(peak_mb), **extra}
+        builders = {"encoder": _encoder_stage, "prior": _prior_stage, "upsampler": _upsampler_stage,
+                    "refiner": _refiner_stage}
+        params, step, extra = builders[stage](preset, run)
+    seconds = _timed(step, repeats, run)
+    if run.device.type == "cuda":
+        peak_mb = torch.cuda.max_memory_allocated(run.device) / 2**20
+    else:
+        peak_mb = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024   # kB on Linux
+    return {"params": params, "step_s": round(seconds, 4), "peak_mb": round(peak_mb), **extra}
 
 
-def run(*, quick: bool = False, repeats: int | None = None) -> BenchResult:
+def run(*, quick: bool = False, repeats: int | None = None, device: str = "cpu", precision: str = "fp32",
+        batch: int = 1, stages: tuple[str, ...] = STAGES) -> BenchResult:
+    from rodin.errors import ConfigError
+
+    if precision not in PRECISIONS:
+        raise ConfigError(f"precision must be one of {', '.join(PRECISIONS)}, got {precision!r}")
+    unknown = [s for s in stages if s not in STAGES]
+    if unknown:
+        raise ConfigError(f"unknown stage(s) {', '.join(unknown)}; choose from {', '.join(STAGES)}")
     preset_name = "tiny" if quick else "paper"
-    repeats = repeats or (1 if quick else 2)
+    repeats = repeats or (1 if quick else (5 if device != "cpu" else 2))
     threads = torch.get_num_threads()
     context = multiprocessing.get_context("spawn")
-    stages: dict[str, dict] = {}
+    measured: dict[str, dict] = {}
     with context.Pool(1, maxtasksperchild=1) as pool:
-        for stage in STAGES:
-            stages[stage] = pool.apply(_measure, (stage, preset_name, repeats, threads))
-    figures = {"preset": preset_name, "repeats": repeats, "threads": threads, "stages": stages,
-               "not_built": list(NOT_BUILT)}
+        for stage in stages:
+            measured[stage] = pool.apply(_measure, (stage, preset_name, repeats, threads, device, precision, batch))
+    gpu = torch.cuda.get_device_name(torch.device(device)) if device.startswith("cuda") else None
+    figures = {"preset": preset_name, "repeats": repeats, "threads": threads, "device": device, "gpu": gpu,
+               "precision": precision, "batch": batch, "stages": measured,
+               "memory": "CUDA allocator peak" if gpu else "process resident peak"}
     rows = [(f"{stage}: parameters / train step / peak memory",
-             f"{s['params']:,} / {s['step_s']:.2f} s / {s['peak_mb']:,} MB") for stage, s in stages.items()]
-    rows.append(("not built yet (not measured)", ", ".join(NOT_BUILT)))
-    return BenchResult(title=f"rodin bench paper (preset {preset_name}, batch 1, {threads} threads)", rows=rows,
-                       figures=figures)
+             f"{s['params']:,} / {s['step_s']:.3f} s / {s['peak_mb']:,} MB") for stage, s in measured.items()]
+    where = gpu or f"CPU, {threads} threads"
+    return BenchResult(title=f"rodin bench paper (preset {preset_name}, batch {batch}, {precision}, {where})",
+                       rows=rows, figures=figures)

@@ -67,6 +67,8 @@ def provenance_line(record: dict) -> str:
             where += f", {machine['memory_gib']:g} GiB"
         if machine.get("load_average") is not None:
             where += f", load {machine['load_average']:g} at start"
+        if machine.get("gpu"):
+            where += f", GPU {machine['gpu']}"
     else:
         where = str(machine or "machine not recorded")
     command = record.get("command")

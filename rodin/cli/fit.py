@@ -32,6 +32,9 @@ def fit(
     shard: str | None = typer.Option(None, "--shard", help="I/N: fit only shard I (from 0) of N of the "
                                      "frozen-decoder stage, into OUT/shards/I-of-N (default under "
                                      "accelerate launch / torchrun: this process's rank of the world)."),
+    device: str = typer.Option("cpu", "--device", help="Where to fit: cpu, cuda or cuda:N (plain cuda under "
+                               "accelerate launch: each process's own GPU; the processes then need the nccl "
+                               "backend)."),
     settings: list[str] = typer.Option([], "--set", help="A FitConfig field, KEY=VALUE (repeatable), e.g. "
                                        "--set samples=12; a resumed run records earlier settings in "
                                        "OUT/fit_config.json."),
@@ -64,6 +67,9 @@ def fit(
             if value < 1:
                 raise ConfigError(f"{flag} must be at least 1")
             chosen = dataclasses.replace(chosen, fit=dataclasses.replace(chosen.fit, **{field: value}))
+    from rodin.devices import parse_device
+
+    chosen_device = parse_device(device)
     chosen_shard = Shard.parse(shard) if shard is not None else (None if joint_only else Shard.from_environment())
     if joint_only and chosen_shard is not None:
         raise ConfigError("--joint-only and --shard are two steps: run the joint stage once, then the shards")
@@ -71,7 +77,7 @@ def fit(
     with discard_on_failure(out, keep=_has_progress):
         metrics = fit_dataset(data, out, preset=chosen, decoder_path=decoder, max_subjects=subjects,
                               options=LoadOptions(up=up, bound=bound, resolution=resolution), shard=chosen_shard,
-                              joint_only=joint_only, log=lambda m: typer.echo(m, err=True))
+                              joint_only=joint_only, device=chosen_device, log=lambda m: typer.echo(m, err=True))
     typer.echo(json.dumps(metrics))
 
 

@@ -44,13 +44,18 @@ def bench(
     model: Path | None = typer.Option(None, "--model", help="generate, upsampler, refiner: the model folder "
                                       "(default: the shipped one)."),
     settings: list[str] = typer.Option([], "--set", help="fit only: a FitConfig field, KEY=VALUE (repeatable)."),
+    device: str = typer.Option("cpu", "--device", help="fit, paper: where to run, cpu, cuda or cuda:N."),
+    precision: str = typer.Option("fp32", "--precision", help="paper only: fp32, or bf16 (autocast, as "
+                                  "accelerate's mixed precision)."),
+    batch: int = typer.Option(1, "--batch", min=1, help="paper only: examples per training step."),
     record: bool = typer.Option(True, "--record/--no-record", help="Write benchmarks/results/NAME.json."),
 ) -> None:
     """Run a benchmark; prints a table, then one JSON object with the figures as the last line.
     `rodin bench report` rewrites BENCHMARKS.md from the recorded results."""
     from rodin.bench.cli import run_command
 
-    run_command(name, quick=quick, steps=steps, subjects=subjects, settings=settings, record=record, model=model)
+    run_command(name, quick=quick, steps=steps, subjects=subjects, settings=settings, record=record, model=model,
+                device=device, precision=precision, batch=batch)
 
 
 def _register() -> None:

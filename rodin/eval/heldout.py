@@ -29,7 +29,8 @@ def render_heldout(subject: FitSubject, planes: Tensor, decoder: TriplaneDecoder
     r = preset.render
     occupancy = occupancy_from_density(planes, decoder, resolution=r.occupancy_resolution,
                                        threshold=r.occupancy_threshold)
-    rgb, _, _ = render_views(planes, decoder, subject.c2w[subject.heldout_views], subject.fov_x,
+    held = subject.heldout_views.to(subject.device)
+    rgb, _, _ = render_views(planes, decoder, subject.c2w[held], subject.fov_x,
                              subject.resolution, samples=r.samples, importance=r.importance,
                              occupancy=occupancy, background=r.background)
-    return HeldoutViews(rendered=rgb, target=subject.rgb[subject.heldout_views])
+    return HeldoutViews(rendered=rgb, target=subject.rgb[held])

@@ -36,7 +36,7 @@ class SubjectPlanes(torch.nn.Module):
     def __init__(self, init: Tensor, levels: int = 1) -> None:
         super().__init__()
         res = init.shape[-1]
-        coarse = [torch.zeros(*init.shape[:-2], max(1, res >> k), max(1, res >> k)) for k in range(1, levels)]
+        coarse = [init.new_zeros(*init.shape[:-2], max(1, res >> k), max(1, res >> k)) for k in range(1, levels)]
         self.levels = torch.nn.ParameterList([torch.nn.Parameter(init.clone())] +
                                              [torch.nn.Parameter(c) for c in coarse])
 
@@ -91,11 +91,11 @@ class PatchRays:
 
     @classmethod
     def draw(cls, subject: FitSubject, count: int, patch: int, samples: int, generator: torch.Generator) -> PatchRays:
-        v, r, c = draw_patches(subject, count, patch, generator)
+        v, r, c = (t.to(subject.device) for t in draw_patches(subject, count, patch, generator))
         rays = Rays(subject.rays.origins[v, r, c].reshape(-1, 3), subject.rays.directions[v, r, c].reshape(-1, 3))
         spans = (subject.near[v, r, c].reshape(-1), subject.far[v, r, c].reshape(-1),
                  subject.live[v, r, c].reshape(-1))
-        jitter = torch.rand(rays.origins.shape[0], samples, generator=generator)
+        jitter = torch.rand(rays.origins.shape[0], samples, generator=generator).to(subject.device)
         return cls(rays, spans, jitter, subject.rgb[v, r, c], subject.alpha[v, r, c])
 
     @classmethod
@@ -118,7 +118,8 @@ def _step_loss(subjects, planes, decoder, *, config, triplane, rescale: bool, co
     read = resize_planes(stacked, triplane.base_resolution) if rescale else stacked
     parts = [PatchRays.draw(s, count, patch, config.samples, g) for s, g in zip(subjects, generators)]
     drawn = PatchRays.concat(parts)
-    index = torch.arange(len(subjects)).repeat_interleave(parts[0].jitter.shape[0])
+    device = stacked.device
+    index = torch.arange(len(subjects), device=device).repeat_interleave(parts[0].jitter.shape[0])
     out = render_rays(read, decoder, drawn.rays, samples=config.samples, spans=drawn.spans, batch_index=index,
                       jitter=drawn.jitter)
     gt_rgb = drawn.rgb
@@ -134,8 +135,8 @@ def _step_loss(subjects, planes, decoder, *, config, triplane, rescale: bool, co
         for g in generators:
             pts.append(torch.rand(1024, 3, generator=g) * 2 - 1)
             dirs.append(torch.nn.functional.normalize(torch.randn(1024, 3, generator=g), dim=-1))
-        pts, dirs = torch.cat(pts), torch.cat(dirs)
-        idx = torch.arange(len(subjects)).repeat_interleave(1024)
+        pts, dirs = torch.cat(pts).to(device), torch.cat(dirs).to(device)
+        idx = torch.arange(len(subjects), device=device).repeat_interleave(1024)
         view = dirs if decoder.config.view_dependent else None
         dens = decoder(sample_triplane(read, pts, idx), view).density
         weights = _hull_weights(subjects, pts, idx)
@@ -148,10 +149,10 @@ def _step_loss(subjects, planes, decoder, *, config, triplane, rescale: bool, co
 
 
 def _hull_weights(subjects: Sequence[FitSubject], points: Tensor, index: Tensor) -> Tensor:
-    inside = torch.zeros(points.shape[0], dtype=torch.bool)
+    inside = torch.zeros(points.shape[0], dtype=torch.bool, device=points.device)
     for b, s in enumerate(subjects):
         sel = index == b
-        inside[sel] = s.hull.lookup(points[sel], torch.zeros(int(sel.sum()), dtype=torch.long))
+        inside[sel] = s.hull.lookup(points[sel], torch.zeros(int(sel.sum()), dtype=torch.long, device=points.device))
     return torch.where(inside, 0.0, 1.0)
 
 
@@ -193,7 +194,7 @@ def fit_step(
         share = len(subjects) / total
         loss, mse = loss * share, mse.detach() * share
     else:
-        loss = mse = torch.zeros(())
+        loss = mse = torch.zeros((), device=next(decoder.parameters()).device)
     if sum_processes is None:
         if not torch.isfinite(loss):
             raise FitError("loss became NaN or infinite")
@@ -215,8 +216,9 @@ def _sum_decoder_gradients(decoder, loss: Tensor, mse: Tensor, sum_processes) ->
     A parameter no process reached keeps no gradient, as in one process, so Adam leaves it alone.
     """
     params = [p for p in decoder.parameters() if p.requires_grad]
-    parts = [p.grad.reshape(-1) if p.grad is not None else torch.zeros(p.numel()) for p in params]
-    reached = torch.tensor([float(p.grad is not None) for p in params])
+    device = params[0].device
+    parts = [p.grad.reshape(-1) if p.grad is not None else torch.zeros(p.numel(), device=device) for p in params]
+    reached = torch.tensor([float(p.grad is not None) for p in params], device=device)
     flat = sum_processes(torch.cat([*parts, reached, loss.reshape(1), mse.reshape(1)]))
     offset = 0
     for k, p in enumerate(params):

@@ -140,18 +140,18 @@ class JointCheckpoint:
         """One subject's share of the file: its plane levels and their Adam state."""
         tensors = {}
         for k, level in enumerate(planes.levels):
-            tensors[f"planes.{row}.{k}"] = level.detach().clone()
+            tensors[f"planes.{row}.{k}"] = level.detach().cpu().clone()
             for field, value in optimizer.state.get(level, {}).items():
-                tensors[f"opt.planes.{row}.{k}.{field}"] = torch.as_tensor(value).clone()
+                tensors[f"opt.planes.{row}.{k}.{field}"] = torch.as_tensor(value).cpu().clone()
         return tensors
 
     def save(self, decoder, decoder_optimizer, subjects: dict[str, torch.Tensor], progress: dict) -> None:
         """`subjects`: every joint subject's `subject_tensors`, gathered from the processes that own them."""
-        tensors = {f"decoder.{k}": v.detach().clone() for k, v in decoder.state_dict().items()}
+        tensors = {f"decoder.{k}": v.detach().cpu().clone() for k, v in decoder.state_dict().items()}
         state = decoder_optimizer.state_dict()
         for pid, entry in state["state"].items():
             for key, value in entry.items():
-                tensors[f"opt.decoder.{pid}.{key}"] = torch.as_tensor(value).clone()
+                tensors[f"opt.decoder.{pid}.{key}"] = torch.as_tensor(value).cpu().clone()
         tensors.update(subjects)
         self.tensors.parent.mkdir(parents=True, exist_ok=True)
         info = {"format": self.FORMAT, "progress": progress, "decoder_param_groups": state["param_groups"]}
@@ -182,7 +182,9 @@ class JointCheckpoint:
                 for k, level in enumerate(subject.levels):
                     level.copy_(tensors[f"planes.{row}.{k}"])
                     prefix = f"opt.planes.{row}.{k}."
-                    fields = {key[len(prefix):]: v for key, v in tensors.items() if key.startswith(prefix)}
+                    # Adam keeps its step count on the CPU and its moments beside the parameter.
+                    fields = {key[len(prefix):]: v if key.endswith(".step") else v.to(level.device)
+                              for key, v in tensors.items() if key.startswith(prefix)}
                     if fields:
                         plane_optimizer.state[level] = fields
         return info["progress"]
@@ -198,10 +200,15 @@ def fit_dataset(
     options: LoadOptions | None = None,
     shard: Shard | None = None,
     joint_only: bool = False,
+    device: str | torch.device = "cpu",
     log: Callable[[str], None] = print,
     show_progress: bool = True,
 ) -> dict:
     """Fit every subject of `data` into the store under `out`; returns the metrics dict.
+
+    `device` runs both stages (rendering, losses and the held-out scores) there, e.g. "cuda". Every
+    random draw comes from CPU generators, so a subject sees the same rays, samples and initial planes
+    on any device; files (store, checkpoint, decoder) always hold CPU tensors.
 
     `joint_only` stops after the decoder stage (the step before sharded fitting); `shard` fits only
     that shard's batches of the frozen stage into OUT/shards/I-of-N (rodin.fit.shards), merging them
@@ -223,7 +230,7 @@ def fit_dataset(
     out.mkdir(parents=True, exist_ok=True)
     if sharded:
         return _fit_shard(sources, out, preset=preset, shard=shard, decoder_path=decoder_path, options=options,
-                          log=log, show_progress=show_progress)
+                          device=device, log=log, show_progress=show_progress)
     # Launched on several processes without a shard: the joint stage, data-parallel. The main process
     # owns the run folder's files; the others wait for the store it creates.
     world = World.from_environment()
@@ -296,7 +303,8 @@ def fit_dataset(
     elif decoder_path:
         raise DataError(f"{decoder_path}: no decoder here (expected config.json and model.safetensors)")
     else:
-        decoder = _joint_stage(sources, store, out, preset, log, score, keep, try_load, show_progress, world)
+        decoder = _joint_stage(sources, store, out, preset, log, score, keep, try_load, show_progress, world,
+                               torch.device(device))
         if world.main:
             write_json(out / JOINT_SUBJECTS, [store.ids[i] for i, done in enumerate(store.done) if done])
             save_component(decoder, decoder_dir, kind=DECODER_KIND)
@@ -315,6 +323,7 @@ def fit_dataset(
     # by what is left), so a subject's planes do not depend on restarts or on sharding.
     start = time.perf_counter()
     batches = frozen_batches(store.ids, joint_subjects(out), config.batch_subjects)
+    decoder = decoder.to(device)
     timings["frozen_subjects"] = _frozen_stage(batches, list(range(len(sources))), store, decoder, template, preset,
                                                record, load_rows, log, show_progress)
     timings["frozen_s"] = time.perf_counter() - start
@@ -360,7 +369,7 @@ def _frozen_stage(batches, origin, store, decoder, template, preset, record, loa
     return fitted
 
 
-def _fit_shard(sources, out, *, preset, shard, decoder_path, options, log, show_progress) -> dict:
+def _fit_shard(sources, out, *, preset, shard, decoder_path, options, device, log, show_progress) -> dict:
     """The frozen stage for one shard's batches, into OUT/shards/I-of-N; merges when all shards are done."""
     config, tri = preset.fit, preset.triplane
     decoder_dir = Path(decoder_path) if decoder_path else out / "decoder"
@@ -368,7 +377,7 @@ def _fit_shard(sources, out, *, preset, shard, decoder_path, options, log, show_
         raise FitError(f"{out}: sharded fitting starts from a fitted decoder; run "
                        f"`rodin fit DATA --out {out} --joint-only` (launched on the same processes, or on one; "
                        "with --decoder to reuse one) first")
-    decoder = load_component(TriplaneDecoder, type(preset.decoder), decoder_dir, kind=DECODER_KIND)
+    decoder = load_component(TriplaneDecoder, type(preset.decoder), decoder_dir, kind=DECODER_KIND).to(device)
     template_path = decoder_dir / "template.safetensors"
     template = load_file(str(template_path))["planes"] if template_path.is_file() else None
     batches = frozen_batches([s.id for s in sources], joint_subjects(out), config.batch_subjects)
@@ -426,7 +435,9 @@ def _fit_frozen_rows(rows, subjects, decoder, template, preset, store, record, l
     init = init_planes(len(rows), tri.channels, tri.resolution, generator=gen, scale=noise)
     if template is not None:
         init = init + template
-    planes = [SubjectPlanes(p, config.plane_levels) for p in init]
+    device = next(decoder.parameters()).device         # the frozen stage runs where the decoder is
+    planes = [SubjectPlanes(p, config.plane_levels) for p in init.to(device)]
+    subjects = [s.to(device) for s in subjects]
 
     recent: list[float] = []
 
@@ -477,7 +488,8 @@ def _collect(world: World, rows: list[int], owner: dict[int, int], payload: Call
     return kept
 
 
-def _joint_stage(sources, store, out, preset, log, score, keep, try_load, show_progress, world: World):
+def _joint_stage(sources, store, out, preset, log, score, keep, try_load, show_progress, world: World,
+                 device: torch.device):
     """The decoder and the planes of the first subjects, in turns; data-parallel over `world`.
 
     Each process owns every world.size-th joint subject (it loads it and keeps its planes and their
@@ -501,15 +513,15 @@ def _joint_stage(sources, store, out, preset, log, score, keep, try_load, show_p
     if not rows:
         first = failures.get(candidates[0], "") if candidates else ""
         raise FitError(f"no subject could be loaded for the joint decoder stage ({first})")
-    subjects = dict(zip(kept, loaded))
+    subjects = {r: s.to(device) for r, s in zip(kept, loaded)}
     torch.manual_seed(config.seed)
-    decoder = TriplaneDecoder(preset.decoder)
+    decoder = TriplaneDecoder(preset.decoder).to(device)
     planes = {r: SubjectPlanes(init_planes(1, tri.channels, tri.resolution, generator=_draws(config.seed, r, -1),
-                                           scale=config.init_noise)[0], config.plane_levels) for r in kept}
+                                           scale=config.init_noise)[0].to(device), config.plane_levels) for r in kept}
     decoder_opt = torch.optim.Adam(decoder.parameters(), lr=config.decoder_lr)
     # A process may own no subject (more processes than joint subjects): it still sums the gradients.
     plane_opt = torch.optim.Adam([q for p in planes.values() for q in p.parameters()] or
-                                 [torch.nn.Parameter(torch.zeros(()))], lr=config.plane_lr)
+                                 [torch.nn.Parameter(torch.zeros((), device=device))], lr=config.plane_lr)
     checkpoint = JointCheckpoint(out / "checkpoint")
     first_round = 0
     if checkpoint.exists():
@@ -557,11 +569,11 @@ def _joint_stage(sources, store, out, preset, log, score, keep, try_load, show_p
     with torch.no_grad():
         # Each process scores the subjects it fitted; the main one writes the rows and the template.
         results = _collect(world, rows, owner,
-                           lambda r: (planes[r]().detach(), score([subjects[r]], planes[r]()[None], decoder)[0]))
+                           lambda r: (planes[r]().detach().cpu(), score([subjects[r]], planes[r]()[None], decoder)[0]))
     if world.main:
         stacked = torch.stack([results[r][0] for r in rows])
         keep(rows, stacked, [results[r][1] for r in rows])
-        write_atomic(out / "decoder" / "template.safetensors", save({"planes": stacked.mean(0).contiguous()}))
+        write_atomic(out / "decoder" / "template.safetensors", save({"planes": stacked.mean(0).contiguous().cpu()}))
     return decoder
 
 

@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 
 import torch
 from torch import Tensor
@@ -33,6 +33,17 @@ class FitSubject:
     @property
     def resolution(self) -> int:
         return self.rgb.shape[1]
+
+    @property
+    def device(self) -> torch.device:
+        return self.rgb.device
+
+    def to(self, device: torch.device | str) -> FitSubject:
+        """The pixels, rays, spans and hull on `device`; the view and pixel index lists stay on the CPU,
+        where the fitting loop draws from them with CPU generators (the same draws on every device)."""
+        return replace(self, rgb=self.rgb.to(device), alpha=self.alpha.to(device), c2w=self.c2w.to(device),
+                       hull=self.hull.to(device), near=self.near.to(device), far=self.far.to(device),
+                       live=self.live.to(device), rays=self.rays.to(device))
 
 
 def heldout_indices(views: int, heldout: int) -> list[int]:

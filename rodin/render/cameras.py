@@ -93,8 +93,8 @@ def camera_rays(c2w: Tensor, fov_x: float, width: int, height: int | None = None
     single = c2w.dim() == 2
     c2w = c2w.reshape(-1, 4, 4).float()
     focal = focal_from_fov(width, fov_x)
-    j = (torch.arange(width, dtype=torch.float32) + 0.5 - 0.5 * width) / focal
-    i = (torch.arange(height, dtype=torch.float32) + 0.5 - 0.5 * height) / focal
+    j = (torch.arange(width, dtype=torch.float32, device=c2w.device) + 0.5 - 0.5 * width) / focal
+    i = (torch.arange(height, dtype=torch.float32, device=c2w.device) + 0.5 - 0.5 * height) / focal
     ii, jj = torch.meshgrid(i, j, indexing="ij")
     dirs_cam = torch.stack([jj, -ii, -torch.ones_like(ii)], dim=-1)          # (H, W, 3)
     dirs = torch.einsum("nab,hwb->nhwa", c2w[:, :3, :3], dirs_cam)

@@ -50,12 +50,23 @@ class OccupancyGrid:
         grid = F.max_pool3d(grid, kernel_size=2 * cells + 1, stride=1, padding=cells)
         return OccupancyGrid(grid[:, 0] > 0.5)
 
+    def to(self, device: torch.device | str) -> OccupancyGrid:
+        return OccupancyGrid(self.cells.to(device))
+
     @staticmethod
-    def cell_centres(resolution: int) -> Tensor:
+    def cell_centres(resolution: int, device: torch.device | str = "cpu") -> Tensor:
         """(D, D, D, 3) xyz centres, indexed [z, y, x]."""
-        axis = (torch.arange(resolution, dtype=torch.float32) + 0.5) * (2 * BOUND / resolution) - BOUND
+        axis = (torch.arange(resolution, dtype=torch.float32, device=device) + 0.5) * (2 * BOUND / resolution) - BOUND
         z, y, x = torch.meshgrid(axis, axis, axis, indexing="ij")
         return torch.stack([x, y, z], dim=-1)
+
+
+def uniform(shape: tuple[int, ...], generator: torch.Generator | None, device: torch.device) -> Tensor:
+    """Uniform draws on `device`, taken from `generator` on its own device: a CPU generator gives the
+    same numbers whichever device renders."""
+    if generator is None:
+        return torch.rand(shape, device=device)
+    return torch.rand(shape, generator=generator, device=generator.device).to(device)
 
 
 def decode_points(planes: Tensor, decoder: TriplaneDecoder, points: Tensor, directions: Tensor | None,
@@ -68,14 +79,15 @@ def occupancy_from_density(planes: Tensor, decoder: TriplaneDecoder, *, resoluti
                            threshold: float, dilation: int = 1) -> OccupancyGrid:
     """Cells whose density (at the centre or a jittered sub-point) exceeds `threshold`."""
     planes = planes if planes.dim() == 5 else planes[None]
-    centres = OccupancyGrid.cell_centres(resolution).reshape(-1, 3)
+    device = planes.device
+    centres = OccupancyGrid.cell_centres(resolution, device).reshape(-1, 3)
     half = BOUND / resolution
     offsets = torch.tensor([[0.0, 0.0, 0.0], [0.5, 0.5, 0.5], [-0.5, -0.5, -0.5],
-                            [0.5, -0.5, 0.5], [-0.5, 0.5, -0.5]]) * half
+                            [0.5, -0.5, 0.5], [-0.5, 0.5, -0.5]], device=device) * half
     grids = []
     for b in range(planes.shape[0]):
-        dens = torch.zeros(centres.shape[0])
-        index = torch.full((centres.shape[0],), b, dtype=torch.long)
+        dens = torch.zeros(centres.shape[0], device=device)
+        index = torch.full((centres.shape[0],), b, dtype=torch.long, device=device)
         for offset in offsets:
             pts = centres + offset
             out = decoder(sample_triplane(planes, pts, index),
@@ -92,7 +104,7 @@ def occupied_span(rays: Rays, occupancy: OccupancyGrid | None, batch_index: Tens
     if occupancy is None:
         return near, far, hit
     probes = probes or occupancy.resolution + occupancy.resolution // 2
-    steps = (torch.arange(probes, dtype=torch.float32) + 0.5) / probes
+    steps = (torch.arange(probes, dtype=torch.float32, device=near.device) + 0.5) / probes
     t = near[:, None] + (far - near)[:, None] * steps                       # (R, P)
     pts = rays.origins[:, None] + rays.directions[:, None] * t[..., None]
     occ = occupancy.lookup(pts, batch_index[:, None].expand(-1, probes)) & hit[:, None]
@@ -124,9 +136,9 @@ def _sample_pdf(bins: Tensor, weights: Tensor, count: int, generator: torch.Gene
     pdf = (weights + 1e-5) / (weights + 1e-5).sum(dim=1, keepdim=True)
     cdf = torch.cat([torch.zeros_like(pdf[:, :1]), torch.cumsum(pdf, dim=1)], dim=1)
     if perturb:
-        u = torch.rand(pdf.shape[0], count, generator=generator)
+        u = uniform((pdf.shape[0], count), generator, pdf.device)
     else:
-        u = ((torch.arange(count, dtype=torch.float32) + 0.5) / count).expand(pdf.shape[0], count)
+        u = ((torch.arange(count, dtype=torch.float32, device=pdf.device) + 0.5) / count).expand(pdf.shape[0], count)
     u = u.contiguous()
     idx = torch.searchsorted(cdf.contiguous(), u, right=True).clamp(1, cdf.shape[1] - 1)
     cdf_lo, cdf_hi = cdf.gather(1, idx - 1), cdf.gather(1, idx)
@@ -159,14 +171,15 @@ def render_rays(
     the caller, e.g. per subject, so that a ray's samples do not depend on which rays share the call).
     """
     planes = planes if planes.dim() == 5 else planes[None]
+    device = planes.device
     count = rays.origins.shape[0]
     if batch_index is None:
-        batch_index = torch.zeros(count, dtype=torch.long)
+        batch_index = torch.zeros(count, dtype=torch.long, device=device)
     extra_dim = decoder.config.extra_features
-    rgb = torch.full((count, 3), float(background))
-    depth = torch.zeros(count)
-    opacity = torch.zeros(count)
-    extra = torch.zeros(count, extra_dim) if extra_dim else None
+    rgb = torch.full((count, 3), float(background), device=device)
+    depth = torch.zeros(count, device=device)
+    opacity = torch.zeros(count, device=device)
+    extra = torch.zeros(count, extra_dim, device=device) if extra_dim else None
 
     near, far, live = spans if spans is not None else occupied_span(rays, occupancy, batch_index)
     depth = torch.where(live, depth, far)
@@ -177,13 +190,13 @@ def render_rays(
     n, f = near[idx], far[idx]
     r = idx.shape[0]
 
-    bins = n[:, None] + (f - n)[:, None] * torch.linspace(0, 1, samples + 1)      # (r, S+1)
+    bins = n[:, None] + (f - n)[:, None] * torch.linspace(0, 1, samples + 1, device=device)      # (r, S+1)
     if jitter is not None:
         u = jitter[idx]
     elif perturb:
-        u = torch.rand(r, samples, generator=generator)
+        u = uniform((r, samples), generator, device)
     else:
-        u = torch.full((r, samples), 0.5)
+        u = torch.full((r, samples), 0.5, device=device)
     t = bins[:, :-1] + (bins[:, 1:] - bins[:, :-1]) * u
     view = d if decoder.config.view_dependent else None
 
@@ -245,7 +258,7 @@ def render_views(
 
     from rodin.render.cameras import camera_rays
 
-    rays = camera_rays(c2w.reshape(-1, 4, 4), fov_x, resolution)
+    rays = camera_rays(c2w.reshape(-1, 4, 4).to(planes.device), fov_x, resolution)
     n = rays.origins.shape[0]
     flat = rays.reshape(-1)
     outs = []
@@ -267,7 +280,7 @@ def render_with_features(planes: Tensor, decoder: TriplaneDecoder, c2w: Tensor, 
     background, then the decoder's E extra feature channels; what the refiner (stage 4) reads."""
     occupancy = occupancy_from_density(planes, decoder, resolution=render.occupancy_resolution,
                                        threshold=render.occupancy_threshold)
-    flat = camera_rays(c2w.reshape(-1, 4, 4), fov_x, resolution).reshape(-1)
+    flat = camera_rays(c2w.reshape(-1, 4, 4).to(planes.device), fov_x, resolution).reshape(-1)
     parts = []
     for start in range(0, len(flat), chunk):
         out = render_rays(planes, decoder, flat[start:start + chunk], samples=render.samples,
