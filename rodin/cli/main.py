@@ -48,6 +48,9 @@ def bench(
     precision: str = typer.Option("fp32", "--precision", help="paper only: fp32, or bf16 (autocast, as "
                                   "accelerate's mixed precision)."),
     batch: int = typer.Option(1, "--batch", min=1, help="paper only: examples per training step."),
+    stages: str | None = typer.Option(None, "--stages", help="paper only: comma-separated stages to time "
+                                      "(default: all of fit, base, base_checkpointed, encoder, prior, upsampler, "
+                                      "refiner)."),
     record: bool = typer.Option(True, "--record/--no-record", help="Write benchmarks/results/NAME.json."),
 ) -> None:
     """Run a benchmark; prints a table, then one JSON object with the figures as the last line.
@@ -55,7 +58,7 @@ def bench(
     from rodin.bench.cli import run_command
 
     run_command(name, quick=quick, steps=steps, subjects=subjects, settings=settings, record=record, model=model,
-                device=device, precision=precision, batch=batch)
+                device=device, precision=precision, batch=batch, stages=stages)
 
 
 def _register() -> None:
