@@ -39,7 +39,9 @@ class World:
             return tensor
         from accelerate.utils import reduce
 
-        return reduce(tensor, reduction="sum")
+        # The process group is gloo's (shards.py); the summed decoder gradients are small, so they travel
+        # through the CPU whichever device fits (`rodin fit --device cuda` on several GPUs).
+        return reduce(tensor.cpu(), reduction="sum").to(tensor.device)
 
     def gather(self, items: list[Any]) -> list[Any]:
         """Every process's list, concatenated in rank order, on every process."""
