@@ -44,6 +44,18 @@ def test_store_holds_every_subject_with_statistics(tiny_run):
     assert saved["heldout_psnr_mean"] == pytest.approx(tiny_run[1]["heldout_psnr_mean"])
 
 
+def test_fit_log_times_each_stage_from_its_start(tiny_run):
+    """Per turn and per batch, the seconds since the stage began: a batch's row says how long it took."""
+    import csv
+
+    root, _ = tiny_run
+    with open(root / "run" / "fit_log.csv") as handle:
+        rows = list(csv.DictReader(handle))
+    for stage in ("joint", "frozen"):
+        times = [float(r["time"]) for r in rows if r["stage"] == stage]
+        assert times and times[0] > 0 and times == sorted(times), (stage, times)
+
+
 def test_rerun_resumes_without_refitting(tiny_run):
     root, _ = tiny_run
     before = np.load(root / "run" / "triplanes" / "planes.npy").copy()

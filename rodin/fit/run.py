@@ -357,6 +357,7 @@ def _frozen_stage(batches, origin, store, decoder, template, preset, record, loa
     from tqdm import tqdm
 
     fitted = 0
+    fit_log = TrainingLog(store.root.parent / "fit_log.csv")      # time: seconds since this stage began
     bar = tqdm(batches, desc="fit (frozen decoder)", unit="batch", disable=not show_progress, leave=False)
     for batch in bar:
         todo = [r for r in batch if not store.done[r] and store.ids[r] not in store.failed]
@@ -365,7 +366,7 @@ def _frozen_stage(batches, origin, store, decoder, template, preset, record, loa
         rows, subjects = load_rows(todo)
         if rows:
             fitted += _fit_frozen_rows(rows, subjects, decoder, template, preset, store, record, log, bar,
-                                       origin=origin)
+                                       origin=origin, fit_log=fit_log)
     return fitted
 
 
@@ -427,7 +428,8 @@ def _fit_shard(sources, out, *, preset, shard, decoder_path, options, device, lo
     return {"shard": shard.name, "subjects": len(origin), **summarise(subject_metrics, store, timings)}
 
 
-def _fit_frozen_rows(rows, subjects, decoder, template, preset, store, record, log, bar, *, origin) -> int:
+def _fit_frozen_rows(rows, subjects, decoder, template, preset, store, record, log, bar, *, origin,
+                     fit_log: TrainingLog) -> int:
     config, tri = preset.fit, preset.triplane
     gen = torch.Generator().manual_seed(config.seed * 1_000_003 + origin[rows[0]])
     # A template (the mean tri-plane of the joint stage) already breaks symmetry: start near it.
@@ -455,10 +457,10 @@ def _fit_frozen_rows(rows, subjects, decoder, template, preset, store, record, l
             return 0
         # Find the culprit: fit each subject alone; the others go on.
         return sum(_fit_frozen_rows([r], [s], decoder, template, preset, store, record, log, bar,
-                                    origin=origin) for r, s in zip(rows, subjects))
+                                    origin=origin, fit_log=fit_log) for r, s in zip(rows, subjects))
     with torch.no_grad():
         record(rows, subjects, torch.stack([p() for p in planes]), decoder)
-    TrainingLog(store.root.parent / "fit_log.csv").append(
+    fit_log.append(
         stage="frozen", step=config.steps, subjects=" ".join(store.ids[r] for r in rows),
         train_psnr=sum(recent[-10:]) / max(1, len(recent[-10:])))
     return len(rows)
