@@ -107,32 +107,21 @@ def test_base_training_on_two_processes_equals_one(root, fake_run):
     assert (two / "train_log.csv").read_text().count("\n4,") == 1
 
 
-def test_upsampler_training_on_two_processes_equals_one(root, fake_run):
+@pytest.mark.parametrize("stage", ["upsampler", "refiner"])
+def test_stage_three_and_four_training_on_two_processes_equals_one(root, fake_run, stage):
+    from rodin.train.refiner import train_refiner
     from rodin.train.upsampler import train_upsampler
 
-    one, other, two = root / "up_one", root / "up_other", root / "up_two"
-    cfg = replace(TINY.train_upsampler, steps=3, batch=4, lr=5e-3)
-    train_upsampler(fake_run, one, preset=TINY, train_config=cfg, cpu=True, **QUIET)
-    train_upsampler(fake_run, other, preset=TINY, train_config=replace(cfg, seed=1), cpu=True, **QUIET)
-    figures = launch("train", "upsampler", "--triplanes", str(fake_run), "--out", str(two), "--preset", "tiny",
+    train, defaults = {"upsampler": (train_upsampler, TINY.train_upsampler),
+                       "refiner": (train_refiner, TINY.train_refiner)}[stage]
+    one, other, two = root / f"{stage}_one", root / f"{stage}_other", root / f"{stage}_two"
+    cfg = replace(defaults, steps=3, batch=4, lr=5e-3)
+    train(fake_run, one, preset=TINY, train_config=cfg, cpu=True, **QUIET)
+    train(fake_run, other, preset=TINY, train_config=replace(cfg, seed=1), cpu=True, **QUIET)
+    figures = launch("train", stage, "--triplanes", str(fake_run), "--out", str(two), "--preset", "tiny",
                      "--steps", "3", "--batch", "4", "--lr", "5e-3", cwd=root)
     assert figures["processes"] == 2
-    weights = "upsampler/model.safetensors"
-    assert max_difference(one / weights, two / weights) < 2e-4
-    assert max_difference(one / weights, other / weights) > 2e-3     # the control: other draws differ
-
-
-def test_refiner_training_on_two_processes_equals_one(root, fake_run):
-    from rodin.train.refiner import train_refiner
-
-    one, other, two = root / "ref_one", root / "ref_other", root / "ref_two"
-    cfg = replace(TINY.train_refiner, steps=3, batch=4, lr=5e-3)
-    train_refiner(fake_run, one, preset=TINY, train_config=cfg, cpu=True, **QUIET)
-    train_refiner(fake_run, other, preset=TINY, train_config=replace(cfg, seed=1), cpu=True, **QUIET)
-    figures = launch("train", "refiner", "--triplanes", str(fake_run), "--out", str(two), "--preset", "tiny",
-                     "--steps", "3", "--batch", "4", "--lr", "5e-3", cwd=root)
-    assert figures["processes"] == 2
-    weights = "refiner/model.safetensors"
+    weights = f"{stage}/model.safetensors"
     assert max_difference(one / weights, two / weights) < 2e-4
     assert max_difference(one / weights, other / weights) > 2e-3     # the control: other draws differ
 
