@@ -124,6 +124,43 @@ def test_stage_three_and_four_training_on_two_processes_equals_one(root, fake_ru
     weights = f"{stage}/model.safetensors"
     assert max_difference(one / weights, two / weights) < 2e-4
     assert max_difference(one / weights, other / weights) > 2e-3     # the control: other draws differ
+    # Sharded (FSDP): each process holds half of every block; the saved model is whole and the same.
+    sharded = root / f"{stage}_fsdp"
+    launch("train", stage, "--triplanes", str(fake_run), "--out", str(sharded), "--preset", "tiny",
+           "--steps", "3", "--batch", "4", "--lr", "5e-3", "--fsdp", cwd=root)
+    assert max_difference(one / weights, sharded / weights) < 2e-4
+
+
+def test_sharded_base_training_resumes_a_one_process_checkpoint_and_equals_one(root, fake_run, monkeypatch):
+    """`rodin train base --fsdp` on 2 processes picks up a checkpoint one process wrote at step 2 of 4 (whole
+    weights, EMA and AdamW moments, cut into each process's slices) and ends where one process ends."""
+    import rodin.train.steps as steps
+    from rodin.train.base import train_base
+
+    one, two = root / "base_fsdp_one", root / "base_fsdp_two"
+    cfg = replace(TINY.train_base, steps=4, batch=4, lr=5e-3, checkpoint_every=2)
+    train_base(fake_run, one, preset=TINY, train_config=cfg, cpu=True, **QUIET)
+    real_save = steps.save_checkpoint
+
+    def save_then_stop(*a, **kw):
+        real_save(*a, **kw)
+        raise KeyboardInterrupt                   # killed right after step 2 was saved
+
+    monkeypatch.setattr(steps, "save_checkpoint", save_then_stop)
+    with pytest.raises(KeyboardInterrupt):
+        train_base(fake_run, two, preset=TINY, train_config=cfg, cpu=True, **QUIET)
+    monkeypatch.setattr(steps, "save_checkpoint", real_save)
+    at_step_2 = two / "base_at_step_2.safetensors"
+    shutil.copy(two / "checkpoint" / "ema.safetensors", at_step_2)
+    figures = launch("train", "base", "--triplanes", str(fake_run), "--out", str(two), "--preset", "tiny",
+                     "--steps", "4", "--batch", "4", "--lr", "5e-3", "--checkpoint-every", "2", "--fsdp", cwd=root)
+    assert figures["processes"] == 2 and not (two / "checkpoint").exists()
+    weights = "base/model.safetensors"
+    assert max_difference(one / weights, two / weights) < 2e-4
+    final = {k: v.float() for k, v in load_file(str(one / weights)).items()}
+    halfway = load_file(str(at_step_2))
+    # The control: the EMA two steps earlier is far outside the tolerance (saved in float16, hence 1e-3).
+    assert max((final[k] - halfway[k].float()).abs().max().item() for k in halfway if k in final) > 1e-3
 
 
 def test_encoder_training_on_two_processes_equals_one(root, encoder_model):

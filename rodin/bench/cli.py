@@ -18,7 +18,8 @@ WITH_DEVICE = ("fit", "paper")                     # benchmarks that run on a ch
 
 def run_command(name: str, *, quick: bool = False, steps: int | None = None, subjects: int | None = None,
                 settings: list[str] | None = None, record: bool = True, model: Path | None = None,
-                device: str = "cpu", precision: str = "fp32", batch: int = 1, stages: str | None = None) -> None:
+                device: str = "cpu", precision: str = "fp32", batch: int = 1, stages: str | None = None,
+                fsdp: int = 1) -> None:
     from rich.console import Console
     from rich.table import Table
 
@@ -49,10 +50,10 @@ def run_command(name: str, *, quick: bool = False, steps: int | None = None, sub
         from rodin.devices import parse_device
 
         options["device"] = str(parse_device(device))
-    if (precision != "fp32" or batch != 1 or stages is not None) and name != "paper":
-        raise ConfigError("--precision, --batch and --stages apply to `rodin bench paper` only")
+    if (precision != "fp32" or batch != 1 or stages is not None or fsdp != 1) and name != "paper":
+        raise ConfigError("--precision, --batch, --stages and --fsdp apply to `rodin bench paper` only")
     if name == "paper":
-        options.update(precision=precision, batch=batch)
+        options.update(precision=precision, batch=batch, fsdp=fsdp)
         if stages is not None:
             options["stages"] = tuple(s.strip() for s in stages.split(",") if s.strip())
     if steps is not None:
@@ -65,7 +66,7 @@ def run_command(name: str, *, quick: bool = False, steps: int | None = None, sub
     words += (["--subjects", str(subjects)] if subjects is not None else [])
     words += (["--model", str(model)] if model is not None else [])
     extras = {"device": device if device != "cpu" else None, "precision": precision if precision != "fp32" else None,
-              "batch": batch if batch != 1 else None, "stages": stages or None}
+              "batch": batch if batch != 1 else None, "stages": stages or None, "fsdp": fsdp if fsdp != 1 else None}
     for key, value in extras.items():
         words += [f"--{key}", str(value)] if value is not None else []
     for word in settings or []:

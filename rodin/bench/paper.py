@@ -9,6 +9,11 @@ CUDA allocator's peak on a GPU. Each stage runs in its own process so that its p
 the fit step's rays are the preset's whatever the batch). `precision="bf16"` runs forward and loss
 under autocast, as `accelerate launch --mixed_precision bf16` does. The figures are what the
 scaling guide (docs/scaling.md) extrapolates from.
+
+Every stage also reports `state_mb`: the weights, gradients and optimiser moments one process holds
+after a step. `fsdp=N` runs the stages that train with `--fsdp` (base, upsampler, refiner) in N
+processes with the model sharded as `rodin train … --fsdp` shards it (gloo on a CPU, NCCL on GPUs, one
+GPU per process), each process stepping `batch` examples; the figures are the largest of the processes.
 """
 
 from __future__ import annotations
@@ -29,14 +34,16 @@ from rodin.bench import BenchResult
 from rodin.config import Preset, get_preset
 
 STAGES = ("fit", "base", "base_checkpointed", "encoder", "prior", "upsampler", "refiner")
+SHARDED = ("base", "base_checkpointed", "upsampler", "refiner")      # the stages that train with --fsdp
 PRECISIONS = ("fp32", "bf16")
 
 
 class _Step:
     """Where and how a stage's step runs: device, autocast, batch."""
 
-    def __init__(self, device: torch.device, precision: str, batch: int) -> None:
-        self.device, self.precision, self.batch = device, precision, batch
+    def __init__(self, device: torch.device, precision: str, batch: int, sharded: bool = False) -> None:
+        self.device, self.precision, self.batch, self.sharded = device, precision, batch, sharded
+        self.state: list[torch.Tensor] = []     # what a process holds for training: weights, grads, moments
 
     def autocast(self):
         if self.precision == "bf16":
@@ -53,6 +60,10 @@ class _Step:
     def train(self, model: torch.nn.Module, loss_fn) -> Callable[[], None]:
         """One optimiser step of `model` on the loss that `loss_fn()` computes."""
         opt = torch.optim.AdamW(model.parameters(), lr=1e-4)
+        if self.sharded:
+            from rodin.train.sharding import shard_training_state
+
+            shard_training_state(model, None, opt, device=self.device)
 
         def step():
             with self.autocast():
@@ -60,8 +71,14 @@ class _Step:
             opt.zero_grad(set_to_none=True)
             loss.float().backward()
             opt.step()
+            self.state = [t for p in model.parameters() for t in (p, p.grad) if t is not None]
+            self.state += [v for entry in opt.state.values() for v in entry.values() if v.dim() > 0]
 
         return step
+
+    def state_mb(self) -> float:
+        local = [t.to_local() if hasattr(t, "to_local") else t for t in self.state]
+        return sum(t.numel() * t.element_size() for t in local) / 2**20
 
 
 def _timed(step, repeats: int, run: _Step) -> float:
@@ -192,11 +209,11 @@ def _refiner_stage(preset: Preset, run: _Step) -> tuple[int, Callable[[], None],
 
 
 def _measure(stage: str, preset_name: str, repeats: int, threads: int, device: str, precision: str,
-             batch: int) -> dict:
+             batch: int, sharded: bool = False) -> dict:
     """Runs in a fresh process: its peak memory is the stage's."""
     torch.set_num_threads(threads)
     preset = get_preset(preset_name)
-    run = _Step(torch.device(device), precision, batch)
+    run = _Step(torch.device(device), precision, batch, sharded)
     if run.device.type == "cuda":
         torch.cuda.set_device(run.device)
         torch.backends.cuda.matmul.allow_tf32 = True
@@ -214,13 +231,54 @@ def _measure(stage: str, preset_name: str, repeats: int, threads: int, device: s
         peak_mb = torch.cuda.max_memory_allocated(run.device) / 2**20
     else:
         peak_mb = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024   # kB on Linux
-    return {"params": params, "step_s": round(seconds, 4), "peak_mb": round(peak_mb), **extra}
+    return {"params": params, "step_s": round(seconds, 4), "peak_mb": round(peak_mb),
+            "state_mb": round(run.state_mb(), 1), **extra}
+
+
+def _measure_rank(rank: int, processes: int, init: str, results: dict, stage: str, preset_name: str, repeats: int,
+                  threads: int, device: str, precision: str, batch: int) -> None:
+    """One of `processes` sharded processes (torch.multiprocessing.spawn gives the rank first)."""
+    import torch.distributed as dist
+
+    where = torch.device(device)
+    if where.type == "cuda":
+        where = torch.device("cuda", rank)
+        torch.cuda.set_device(where)
+    dist.init_process_group("nccl" if where.type == "cuda" else "gloo", init_method=init, rank=rank,
+                            world_size=processes)
+    try:
+        results[rank] = _measure(stage, preset_name, repeats, threads, str(where), precision, batch, sharded=True)
+    finally:
+        dist.destroy_process_group()
+
+
+def _measure_sharded(stage: str, preset_name: str, repeats: int, threads: int, device: str, precision: str,
+                     batch: int, processes: int) -> dict:
+    import torch.multiprocessing as mp
+
+    results = mp.Manager().dict()
+    with tempfile.TemporaryDirectory() as tmp:
+        mp.spawn(_measure_rank, nprocs=processes, join=True,
+                 args=(processes, f"file://{Path(tmp) / 'rendezvous'}", results, stage, preset_name, repeats,
+                       threads, device, precision, batch))
+    ranks = [results[r] for r in range(processes)]
+    worst = {key: max(r[key] for r in ranks) for key in ("step_s", "peak_mb", "state_mb")}
+    return {**ranks[0], **worst, "processes": processes}
 
 
 def run(*, quick: bool = False, repeats: int | None = None, device: str = "cpu", precision: str = "fp32",
-        batch: int = 1, stages: tuple[str, ...] = STAGES) -> BenchResult:
+        batch: int = 1, stages: tuple[str, ...] | None = None, fsdp: int = 1) -> BenchResult:
     from rodin.errors import ConfigError
 
+    if fsdp < 1:
+        raise ConfigError(f"--fsdp takes a number of processes, at least 2 (1 = not sharded), got {fsdp}")
+    if fsdp > 1 and device.startswith("cuda") and torch.cuda.device_count() < fsdp:
+        raise ConfigError(f"--fsdp {fsdp} on {device} needs {fsdp} GPUs, one per process; this machine has "
+                          f"{torch.cuda.device_count()}")
+    if stages is None:
+        stages = SHARDED if fsdp > 1 else STAGES
+    elif fsdp > 1 and any(s not in SHARDED for s in stages):
+        raise ConfigError(f"--fsdp shards only {', '.join(SHARDED)}; leave the other stages out of --stages")
     if precision not in PRECISIONS:
         raise ConfigError(f"precision must be one of {', '.join(PRECISIONS)}, got {precision!r}")
     unknown = [s for s in stages if s not in STAGES]
@@ -231,15 +289,22 @@ def run(*, quick: bool = False, repeats: int | None = None, device: str = "cpu",
     threads = torch.get_num_threads()
     context = multiprocessing.get_context("spawn")
     measured: dict[str, dict] = {}
-    with context.Pool(1, maxtasksperchild=1) as pool:
+    args = (preset_name, repeats, threads, device, precision, batch)
+    if fsdp > 1:
         for stage in stages:
-            measured[stage] = pool.apply(_measure, (stage, preset_name, repeats, threads, device, precision, batch))
+            measured[stage] = _measure_sharded(stage, *args, processes=fsdp)
+    else:
+        with context.Pool(1, maxtasksperchild=1) as pool:
+            for stage in stages:
+                measured[stage] = pool.apply(_measure, (stage, *args))
     gpu = torch.cuda.get_device_name(torch.device(device)) if device.startswith("cuda") else None
     figures = {"preset": preset_name, "repeats": repeats, "threads": threads, "device": device, "gpu": gpu,
-               "precision": precision, "batch": batch, "stages": measured,
+               "precision": precision, "batch": batch, "fsdp": fsdp, "stages": measured,
                "memory": "CUDA allocator peak" if gpu else "process resident peak"}
-    rows = [(f"{stage}: parameters / train step / peak memory",
-             f"{s['params']:,} / {s['step_s']:.3f} s / {s['peak_mb']:,} MB") for stage, s in measured.items()]
+    rows = [(f"{stage}: parameters / train step / peak memory / training state",
+             f"{s['params']:,} / {s['step_s']:.3f} s / {s['peak_mb']:,} MB / {s['state_mb']:,} MB")
+            for stage, s in measured.items()]
     where = gpu or f"CPU, {threads} threads"
-    return BenchResult(title=f"rodin bench paper (preset {preset_name}, batch {batch}, {precision}, {where})",
+    sharding = f", sharded over {fsdp} processes (largest process)" if fsdp > 1 else ""
+    return BenchResult(title=f"rodin bench paper (preset {preset_name}, batch {batch}, {precision}, {where}{sharding})",
                        rows=rows, figures=figures)

@@ -51,6 +51,8 @@ def bench(
     stages: str | None = typer.Option(None, "--stages", help="paper only: comma-separated stages to time "
                                       "(default: all of fit, base, base_checkpointed, encoder, prior, upsampler, "
                                       "refiner)."),
+    fsdp: int = typer.Option(1, "--fsdp", min=1, help="paper only: run the stages that train with --fsdp in "
+                             "this many processes, the model sharded across them (one GPU each on cuda)."),
     record: bool = typer.Option(True, "--record/--no-record", help="Write benchmarks/results/NAME.json."),
 ) -> None:
     """Run a benchmark; prints a table, then one JSON object with the figures as the last line.
@@ -58,7 +60,7 @@ def bench(
     from rodin.bench.cli import run_command
 
     run_command(name, quick=quick, steps=steps, subjects=subjects, settings=settings, record=record, model=model,
-                device=device, precision=precision, batch=batch, stages=stages)
+                device=device, precision=precision, batch=batch, stages=stages, fsdp=fsdp)
 
 
 def _register() -> None:

@@ -53,11 +53,16 @@ def base(
                                              "head's own loss (default: the preset's)."),
     sample_every: int | None = typer.Option(None, "--sample-every", min=0, help="Steps between sample renders."),
     seed: int | None = typer.Option(None, "--seed", help="Training seed."),
+    checkpoint_every: int | None = typer.Option(None, "--checkpoint-every", min=1, help="Steps between "
+                                                "resumable checkpoints (default: the preset's)."),
     cpu: bool = typer.Option(False, "--cpu", help="Train on the CPU even when a GPU is present."),
     mixed_precision: str | None = typer.Option(None, "--mixed-precision", help="no, bf16 or fp16 (GPUs; default: "
                                                "the accelerate config's)."),
     grad_accum: int = typer.Option(1, "--grad-accum", min=1, help="Accumulate each process's share of a batch "
                                    "over this many micro-batches (same effective batch, less memory)."),
+    fsdp: bool = typer.Option(False, "--fsdp", help="Shard the weights, EMA and optimiser state across the "
+                              "launched processes (torch FSDP2), for models too large to copy onto each GPU; "
+                              "checkpoints and the saved model stay whole."),
     gradient_checkpointing: bool = typer.Option(False, "--gradient-checkpointing", help="Recompute UNet activations "
                                                 "in the backward pass: less memory, more compute (paper preset)."),
     workers: int = typer.Option(0, "--workers", min=0, help="DataLoader processes reading batches ahead from the "
@@ -70,7 +75,8 @@ def base(
 
     chosen = get_preset(preset)
     tcfg = chosen.train_base
-    overrides = {k: v for k, v in dict(steps=steps, batch=batch, lr=lr, sample_every=sample_every, seed=seed).items()
+    overrides = {k: v for k, v in dict(steps=steps, batch=batch, lr=lr, sample_every=sample_every, seed=seed,
+                                      checkpoint_every=checkpoint_every).items()
                  if v is not None}
     tcfg = replace(tcfg, **overrides)
     mcfg = chosen.base
@@ -104,7 +110,7 @@ def base(
         semantic = out / "semantic"
         save_clip_reference(ClipEncoder.from_path(clip), semantic)
     figures = train_base(triplanes, out, preset=chosen, data=data, semantic=semantic, model_config=mcfg,
-                         train_config=tcfg, cpu=cpu, mixed_precision=mixed_precision, grad_accum=grad_accum,
+                         train_config=tcfg, cpu=cpu, mixed_precision=mixed_precision, grad_accum=grad_accum, fsdp=fsdp,
                          gradient_checkpointing=gradient_checkpointing, workers=workers,
                          log=lambda m: typer.echo(m, err=True))
     if not _main_process():
@@ -128,22 +134,28 @@ def upsampler(
     augment_noise: float | None = typer.Option(None, "--augment-noise", min=0.0, help="Largest noise std on the "
                                                "condition while training (default: the preset's)."),
     seed: int | None = typer.Option(None, "--seed", help="Training seed."),
+    checkpoint_every: int | None = typer.Option(None, "--checkpoint-every", min=1, help="Steps between "
+                                                "resumable checkpoints (default: the preset's)."),
     cpu: bool = typer.Option(False, "--cpu", help="Train on the CPU even when a GPU is present."),
     mixed_precision: str | None = typer.Option(None, "--mixed-precision", help="no, bf16 or fp16 (GPUs; default: "
                                                "the accelerate config's)."),
     grad_accum: int = typer.Option(1, "--grad-accum", min=1, help="Accumulate each process's share of a batch "
                                    "over this many micro-batches (same effective batch, less memory)."),
+    fsdp: bool = typer.Option(False, "--fsdp", help="Shard the weights, EMA and optimiser state across the "
+                              "launched processes (torch FSDP2), for models too large to copy onto each GPU; "
+                              "checkpoints and the saved model stay whole."),
 ) -> None:
     """Train the upsampler diffusion: full-resolution tri-planes from base ones and z (stage 3)."""
     from rodin.config import get_preset
     from rodin.train.upsampler import UPSAMPLER, train_upsampler
 
     chosen = get_preset(preset)
-    overrides = {k: v for k, v in dict(steps=steps, batch=batch, lr=lr, seed=seed).items() if v is not None}
+    overrides = {k: v for k, v in dict(steps=steps, batch=batch, lr=lr, seed=seed,
+                                      checkpoint_every=checkpoint_every).items() if v is not None}
     mcfg = chosen.upsampler if augment_noise is None else replace(chosen.upsampler, augment_noise=augment_noise)
     figures = train_upsampler(triplanes, out, preset=chosen, data=data, semantic=semantic, model_config=mcfg,
                               train_config=replace(chosen.train_upsampler, **overrides), cpu=cpu,
-                              mixed_precision=mixed_precision, grad_accum=grad_accum,
+                              mixed_precision=mixed_precision, grad_accum=grad_accum, fsdp=fsdp,
                               log=lambda m: typer.echo(m, err=True))
     if not _main_process():
         return
@@ -164,21 +176,27 @@ def refiner(
     batch: int | None = typer.Option(None, "--batch", min=1, help="Crops per step (default: the preset's)."),
     lr: float | None = typer.Option(None, "--lr", min=0.0, help="Peak learning rate."),
     seed: int | None = typer.Option(None, "--seed", help="Training seed."),
+    checkpoint_every: int | None = typer.Option(None, "--checkpoint-every", min=1, help="Steps between "
+                                                "resumable checkpoints (default: the preset's)."),
     cpu: bool = typer.Option(False, "--cpu", help="Train on the CPU even when a GPU is present."),
     mixed_precision: str | None = typer.Option(None, "--mixed-precision", help="no, bf16 or fp16 (GPUs; default: "
                                                "the accelerate config's)."),
     grad_accum: int = typer.Option(1, "--grad-accum", min=1, help="Accumulate each process's share of a batch "
                                    "over this many micro-batches (same effective batch, less memory)."),
+    fsdp: bool = typer.Option(False, "--fsdp", help="Shard the weights, EMA and optimiser state across the "
+                              "launched processes (torch FSDP2), for models too large to copy onto each GPU; "
+                              "checkpoints and the saved model stay whole."),
 ) -> None:
     """Train the convolutional refiner: renders to images scale times larger (stage 4)."""
     from rodin.config import get_preset
     from rodin.train.refiner import REFINER, train_refiner
 
     chosen = get_preset(preset)
-    overrides = {k: v for k, v in dict(steps=steps, batch=batch, lr=lr, seed=seed).items() if v is not None}
+    overrides = {k: v for k, v in dict(steps=steps, batch=batch, lr=lr, seed=seed,
+                                      checkpoint_every=checkpoint_every).items() if v is not None}
     figures = train_refiner(triplanes, out, preset=chosen, data=data, lpips=lpips,
                             train_config=replace(chosen.train_refiner, **overrides), cpu=cpu,
-                            mixed_precision=mixed_precision, grad_accum=grad_accum,
+                            mixed_precision=mixed_precision, grad_accum=grad_accum, fsdp=fsdp,
                             log=lambda m: typer.echo(m, err=True))
     if not _main_process():
         return

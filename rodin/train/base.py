@@ -40,6 +40,7 @@ from rodin.train.base_batches import BaseSteps, StepBatch, step_loader
 from rodin.train.channel_weights import decoder_channel_weights
 from rodin.train.loop import make_accelerator, remove_checkpoint
 from rodin.train.render_loss import RenderTerm
+from rodin.train.sharding import check_fsdp
 from rodin.train.steps import finished_figures, train_steps
 from rodin.triplane.decoder import TriplaneDecoder
 from rodin.triplane.triplane import resize_planes
@@ -133,6 +134,7 @@ def train_base(
     cpu: bool = False,
     mixed_precision: str | None = None,
     grad_accum: int = 1,
+    fsdp: bool = False,
     gradient_checkpointing: bool = False,
     workers: int = 0,
     log: Callable[[str], None] = print,
@@ -148,6 +150,8 @@ def train_base(
     processes (pinned memory on CUDA); the result is the same as without (rodin.train.base_batches).
     """
     run, out = Path(run), Path(out)
+    if fsdp:
+        check_fsdp()
     if workers < 0:
         raise ConfigError(f"workers must be 0 or more, got {workers}")
     mcfg = model_config or preset.base
@@ -237,7 +241,7 @@ def train_base(
         return total
 
     def after(done: int, trained: BaseDiffusion, ema: EMAModel) -> dict:
-        if held_set is None or not (done == tcfg.steps or (tcfg.sample_every and done % tcfg.sample_every == 0)):
+        if held_set is None:
             return {}
         with swapped_in_ema(trained, ema):
             row = {"heldout_loss": heldout_loss(trained, held_set, seed=tcfg.seed)}
@@ -251,7 +255,7 @@ def train_base(
                                     draw=draw, loss=loss, stage="base", desc="train base", log=log,
                                     show_progress=show_progress, state=out, log_file="train_log.csv",
                                     fields=LOG_FIELDS + (("heldout_mean_error",) if mcfg.mean_planes else ()),
-                                    after=after)
+                                    after=after, fsdp=fsdp)
     batches = None      # lets the DataLoader's workers go
     figures: dict = {"steps": tcfg.steps, "train_subjects": len(train_ids), "wall_s": round(time.time() - t0, 1),
                      "processes": accelerator.num_processes}

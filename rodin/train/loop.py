@@ -16,7 +16,7 @@ from dataclasses import asdict
 from pathlib import Path
 
 import torch
-from accelerate import Accelerator
+from accelerate import Accelerator, DistributedType
 from diffusers.training_utils import EMAModel
 from safetensors.torch import load_file, save
 from torch import nn
@@ -42,8 +42,12 @@ def make_accelerator(*, cpu: bool = False, mixed_precision: str | None = None,
         raise ConfigError(f"mixed precision must be one of {', '.join(MIXED_PRECISION)}, got {mixed_precision!r}")
     if gradient_accumulation_steps < 1:
         raise ConfigError(f"gradient accumulation steps must be at least 1, got {gradient_accumulation_steps}")
-    return Accelerator(cpu=cpu, mixed_precision=mixed_precision,
-                       gradient_accumulation_steps=gradient_accumulation_steps)
+    accelerator = Accelerator(cpu=cpu, mixed_precision=mixed_precision,
+                              gradient_accumulation_steps=gradient_accumulation_steps)
+    if accelerator.distributed_type == DistributedType.FSDP:
+        raise ConfigError("accelerate's own FSDP (--use_fsdp, or fsdp in the accelerate config) is not used here: "
+                          "launch without it and pass --fsdp to `rodin train base|upsampler|refiner`")
+    return accelerator
 
 
 def micro_batches(batch: int, accelerator: Accelerator) -> list[slice]:

@@ -31,6 +31,7 @@ from rodin.refine.network import KIND, Refiner
 from rodin.refine.pairs import RefinerPairs, build_pairs, load_options
 from rodin.train.base import data_folder, swapped_in_ema
 from rodin.train.loop import make_accelerator, remove_checkpoint, step_generator
+from rodin.train.sharding import check_fsdp
 from rodin.train.steps import finished_figures, state_folder, train_steps
 from rodin.triplane.decoder import TriplaneDecoder
 
@@ -100,11 +101,14 @@ def train_refiner(
     cpu: bool = False,
     mixed_precision: str | None = None,
     grad_accum: int = 1,
+    fsdp: bool = False,
     log: Callable[[str], None] = print,
     show_progress: bool = True,
 ) -> dict:
     """Train (or resume) the refiner; returns the final figures (on held-out subjects when the run has any)."""
     run, out = Path(run), Path(out)
+    if fsdp:
+        check_fsdp()
     mcfg = model_config or preset.refiner
     tcfg = train_config or preset.train_refiner
     store = TriplaneStore.open(run / "triplanes")
@@ -159,7 +163,7 @@ def train_refiner(
     t0 = time.time()
     unwrapped, ema, losses = train_steps(model, optimizer, train=tcfg, out=out, identity=identity,
                                          accelerator=accelerator, draw=draw, loss=loss, stage="refiner",
-                                         desc="train refiner", log=log, show_progress=show_progress)
+                                         desc="train refiner", log=log, show_progress=show_progress, fsdp=fsdp)
     figures = {"steps": tcfg.steps, "train_subjects": len(train_rows), "pairs": len(pairs.subjects),
                "wall_s": round(time.time() - t0, 1), "processes": accelerator.num_processes,
                "final_loss": losses[-1] if losses else None}

@@ -34,6 +34,7 @@ from rodin.train.loop import (
     save_checkpoint,
     warmup_cosine,
 )
+from rodin.train.sharding import WholeCopy, shard_training_state
 
 LOG_FIELDS = ("step", "time", "loss", "lr", "step_s")
 
@@ -75,6 +76,7 @@ def train_steps(
     log_file: str | None = None,
     fields: tuple[str, ...] = LOG_FIELDS,
     after: Callable[[int, nn.Module, EMAModel], dict] | None = None,
+    fsdp: bool = False,
 ) -> tuple[nn.Module, EMAModel, list[float]]:
     """Train (or resume) to `train.steps`; returns the unwrapped model, its EMA and the logged losses.
 
@@ -82,6 +84,10 @@ def train_steps(
     `state` by default OUT/.STAGE_state) and the log (OUT/`log_file`, by default STAGE_log.csv, columns
     `fields`) are the stage's own: every stage trains into the same model folder. The base stage, the first,
     keeps its older layout: OUT/checkpoint and OUT/train_log.csv.
+
+    `after` runs at the sample steps (every `train.sample_every`, and the last). With `fsdp` the model is
+    sharded across the processes (rodin.train.sharding); checkpoints, `after` and the returned model are
+    whole, as an unsharded run's, on the main process.
     """
     from tqdm import tqdm
 
@@ -91,9 +97,24 @@ def train_steps(
     start = load_checkpoint(state, model=model, ema=ema, optimizer=optimizer, config=config)
     if start:
         log(f"resuming from step {start}")
-    model, optimizer = accelerator.prepare(model, optimizer)
-    unwrapped = accelerator.unwrap_model(model)
+    whole_copy = None
+    if fsdp:
+        whole_copy = WholeCopy(model, optimizer, decay=train.ema_decay, main=accelerator.is_main_process)
+        shard_training_state(model, ema, optimizer, device=accelerator.device)
+        optimizer = accelerator.prepare(optimizer)     # the model stays out of accelerate's DDP wrapper
+        unwrapped = model
+    else:
+        model, optimizer = accelerator.prepare(model, optimizer)
+        unwrapped = accelerator.unwrap_model(model)
     ema.to(accelerator.device)
+
+    def held() -> tuple[nn.Module, EMAModel, torch.optim.Optimizer] | None:
+        """The whole model, EMA and optimiser (on the main process; a collective under FSDP)."""
+        if whole_copy is None:
+            return unwrapped, ema, optimizer
+        return whole_copy.refresh(unwrapped, ema, optimizer)
+
+    sample_every = getattr(train, "sample_every", 0)
     parts = micro_batches(train.batch, accelerator)
     share = slice(parts[0].start, parts[-1].stop)
     train_log = TrainLog(out / (log_file or f"{stage}_log.csv"), fields)
@@ -123,6 +144,9 @@ def train_steps(
         ema.step(unwrapped.parameters())
         running.append(accelerator.reduce(torch.stack(losses).mean(), reduction="mean").item())
         done = step + 1
+        sampling = after is not None and (done == train.steps or (sample_every and done % sample_every == 0))
+        saving = done % train.checkpoint_every == 0 and done < train.steps
+        whole = held() if sampling or saving else None
         if accelerator.is_main_process:
             bar.set_postfix(loss=f"{np.mean(running[-50:]):.4f}")
             row = {}
@@ -131,12 +155,15 @@ def train_steps(
                 logged.append(float(np.mean(running)))
                 row = {"loss": logged[-1], "lr": lr, "step_s": (now - last) / max(1, len(running))}
                 running, last = [], now
-            if after is not None:
-                row.update(after(done, unwrapped, ema))
+            if sampling:
+                row.update(after(done, whole[0], whole[1]))
             if row:
                 train_log.append(step=done, time=round(time.time() - t0, 1), **row)
-            if done % train.checkpoint_every == 0 and done < train.steps:
-                save_checkpoint(state, model=unwrapped, ema=ema, optimizer=optimizer, step=done, config=config)
+            if saving:
+                save_checkpoint(state, model=whole[0], ema=whole[1], optimizer=whole[2], step=done, config=config)
     bar.close()
     accelerator.wait_for_everyone()
-    return unwrapped, ema, logged
+    whole = held()
+    if whole is None:       # a process other than the main one under FSDP: it holds only slices
+        return unwrapped, ema, logged
+    return whole[0], whole[1], logged

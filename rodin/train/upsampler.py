@@ -40,6 +40,7 @@ from rodin.train.base import (
 )
 from rodin.train.loop import make_accelerator, remove_checkpoint, step_generator
 from rodin.train.render_loss import PatchDraw, RenderTerm, draw_patches
+from rodin.train.sharding import check_fsdp
 from rodin.train.steps import finished_figures, state_folder, train_steps
 from rodin.triplane.triplane import resize_planes, roll_in, roll_out
 
@@ -96,12 +97,15 @@ def train_upsampler(
     cpu: bool = False,
     mixed_precision: str | None = None,
     grad_accum: int = 1,
+    fsdp: bool = False,
     log: Callable[[str], None] = print,
     show_progress: bool = True,
 ) -> dict:
     """Train (or resume) the upsampler; returns the final figures. Runs as one process or under
     `accelerate launch`, each process training on its rows of the same global batch."""
     run, out = Path(run), Path(out)
+    if fsdp:
+        check_fsdp()
     mcfg = model_config or preset.upsampler
     tcfg = train_config or preset.train_upsampler
     store = TriplaneStore.open(run / "triplanes")
@@ -167,7 +171,7 @@ def train_upsampler(
     t0 = time.time()
     unwrapped, ema, losses = train_steps(model, optimizer, train=tcfg, out=out, identity=identity,
                                          accelerator=accelerator, draw=draw, loss=loss, stage="upsampler",
-                                         desc="train upsampler", log=log, show_progress=show_progress)
+                                         desc="train upsampler", log=log, show_progress=show_progress, fsdp=fsdp)
     figures = {"steps": tcfg.steps, "train_subjects": len(train_rows), "wall_s": round(time.time() - t0, 1),
                "processes": accelerator.num_processes, "final_loss": losses[-1] if losses else None}
     if accelerator.is_main_process:
