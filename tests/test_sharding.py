@@ -92,3 +92,25 @@ def test_fsdp_in_one_process_is_refused_in_one_line(capsys, tmp_path, stage):
     assert exit_info.value.code == 2 and err.count("\n") == 1, err
     assert "--fsdp" in err and "accelerate launch" in err
     assert not (tmp_path / "model").exists()
+
+
+def test_bench_paper_sharded_holds_half_the_training_state_per_process():
+    """`rodin bench paper --fsdp 2` (quick: the tiny preset) measures the sharded step the training verbs run."""
+    from rodin.bench.paper import run
+
+    whole = run(quick=True, stages=("base",)).figures["stages"]["base"]
+    halves = run(quick=True, stages=("base",), fsdp=2).figures["stages"]["base"]
+    assert halves["processes"] == 2 and halves["params"] == whole["params"]
+    # weights + gradients + AdamW's two moments: 16 bytes a parameter in one process, half that in each of two
+    assert whole["state_mb"] == pytest.approx(16 * whole["params"] / 2**20, rel=0.05)
+    assert halves["state_mb"] / whole["state_mb"] == pytest.approx(0.5, abs=0.1)
+
+
+def test_bench_fsdp_is_refused_where_it_does_not_apply(capsys):
+    from rodin.cli.main import main
+
+    for args in (["bench", "unet", "--fsdp", "2"], ["bench", "paper", "--fsdp", "2", "--stages", "prior"]):
+        with pytest.raises(SystemExit) as exit_info:
+            main(args)
+        err = capsys.readouterr().err
+        assert exit_info.value.code == 2 and "--fsdp" in err and err.count("\n") == 1, err
