@@ -150,6 +150,9 @@ class BaseModelConfig:
     # predicting the clean sample, adds its output to it. Off in the models trained before it existed.
     mean_planes: bool = False
     mean_weight: float = 1.0
+    # The head's form: "mlp" (an MLP to 8x8 features per plane, then upsampling convolutions, trained with the
+    # UNet) or "linear" (one affine map from z to every texel, set by ridge regression before training, frozen).
+    mean_head: str = "mlp"
 
 
 @dataclass(frozen=True)

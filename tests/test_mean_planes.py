@@ -89,3 +89,55 @@ def test_train_base_with_the_head_records_its_held_out_error_and_reloads(tiny_fi
         train_base(tiny_fit_run / "run", tmp_path / "negative", preset=preset, train_config=tcfg,
                    model_config=replace(mcfg, mean_weight=-1.0), show_progress=False, log=lambda m: None)
     assert not (tmp_path / "negative").exists()
+
+
+def test_ridge_recovers_a_linear_map_and_the_null_z_gives_the_training_mean():
+    from rodin.diffusion.mean_planes import RidgeSums, fit_ridge
+    from rodin.diffusion.unet import unit_rms
+
+    g = torch.Generator().manual_seed(2)
+    latent = torch.randn(60, 6, generator=g)
+    truth_w = torch.randn(6, 4 * 8 * 24, generator=g)
+    mean = torch.randn(4, 8, 24, generator=g)
+    rolled = mean + (unit_rms(latent) @ truth_w).reshape(60, 4, 8, 24)
+    sums = RidgeSums(mean)
+    for z, planes in zip(latent.split(16), rolled.split(16)):     # streamed in chunks, as from a store
+        sums.add(z, planes)
+    head = MeanPlanes(UNET, "linear")
+    penalty = fit_ridge(head, sums, penalties=(1e-6, 1.0, 100.0))
+    assert penalty == 1e-6                                        # noiseless data: the least penalty predicts best
+    with torch.no_grad():
+        assert torch.allclose(head(latent), rolled, atol=1e-3)
+        assert torch.allclose(head(torch.zeros(1, 6))[0], mean, atol=1e-6)
+    with pytest.raises(ConfigError, match="mean_head"):
+        MeanPlanes(UNET, "cubic")
+
+
+def test_train_base_with_a_linear_head_fits_it_before_training_and_keeps_it(tiny_fit_run, tmp_path):
+    from rodin.diffusion.base import KIND
+    from rodin.modeling import load_component
+    from rodin.train.base import train_base
+
+    preset = get_preset("tiny")
+    tcfg = replace(preset.train_base, steps=3, batch=4, checkpoint_every=3, sample_every=0, log_every=1)
+    mcfg = replace(preset.base, mean_planes=True, mean_head="linear",
+                   diffusion=replace(preset.base.diffusion, prediction="sample"))
+    said = []
+    figures = train_base(tiny_fit_run / "run", tmp_path / "model", preset=preset, model_config=mcfg,
+                         train_config=tcfg, show_progress=False, log=said.append)
+    assert any("ridge regression" in line for line in said)
+    assert 0 < figures["heldout_mean_error"] < 10
+    # Frozen: twice the steps move the UNet, not the head (fitted in closed form before the first step).
+    longer = train_base(tiny_fit_run / "run", tmp_path / "longer", preset=preset, model_config=mcfg,
+                        train_config=replace(tcfg, steps=6, checkpoint_every=6), show_progress=False,
+                        log=lambda m: None)
+    assert longer["heldout_mean_error"] == pytest.approx(figures["heldout_mean_error"], rel=1e-3)
+    short, long = (load_component(BaseDiffusion, BaseModelConfig, tmp_path / name / "base", kind=KIND)
+                   for name in ("model", "longer"))
+    assert short.mean_planes.kind == "linear"
+    assert torch.equal(short.mean_planes.linear.weight, long.mean_planes.linear.weight)
+    assert not torch.equal(short.unet.conv_in.local.weight, long.unet.conv_in.local.weight)
+    with pytest.raises(ConfigError, match="mean_head"):
+        train_base(tiny_fit_run / "run", tmp_path / "bad", preset=preset, train_config=tcfg,
+                   model_config=replace(mcfg, mean_head="cubic"), show_progress=False, log=lambda m: None)
+    assert not (tmp_path / "bad").exists()

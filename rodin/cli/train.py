@@ -51,6 +51,9 @@ def base(
                                             "(default: the preset's)."),
     mean_weight: float | None = typer.Option(None, "--mean-weight", min=0.0, help="Weight of the mean-planes "
                                              "head's own loss (default: the preset's)."),
+    mean_head: str | None = typer.Option(None, "--mean-head", help="The mean-planes head: mlp (trained with the "
+                                         "UNet) or linear (a ridge regression from z, fitted before training "
+                                         "and frozen; default: the preset's)."),
     sample_every: int | None = typer.Option(None, "--sample-every", min=0, help="Steps between sample renders."),
     seed: int | None = typer.Option(None, "--seed", help="Training seed."),
     checkpoint_every: int | None = typer.Option(None, "--checkpoint-every", min=1, help="Steps between "
@@ -94,6 +97,8 @@ def base(
         mcfg = replace(mcfg, mean_planes=mean_planes)
     if mean_weight is not None:
         mcfg = replace(mcfg, mean_weight=mean_weight)
+    if mean_head is not None:
+        mcfg = replace(mcfg, mean_head=mean_head)
     spatial = {k: v for k, v in dict(position_channels=position_channels, latent_channels=latent_channels).items()
                if v is not None}
     if spatial:

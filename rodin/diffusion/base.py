@@ -106,7 +106,7 @@ class BaseDiffusion(nn.Module):
         self.config = config
         u = config.unet
         if config.mean_planes:
-            self.mean_planes = MeanPlanes(u)
+            self.mean_planes = MeanPlanes(u, config.mean_head)
             self.unet = TriplaneUNet(replace(u, channels=2 * u.channels))
             self.unet.conv_out = TriplaneConv(self.unet.conv_out.local.in_channels, u.channels,
                                               aware=u.conv == "aware").zero_()

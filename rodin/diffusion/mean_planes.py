@@ -14,6 +14,9 @@ is the mean over the training subjects, as guidance wants.
 
 from __future__ import annotations
 
+import math
+
+import torch
 from torch import Tensor, nn
 
 from rodin.config import UNetConfig
@@ -21,13 +24,27 @@ from rodin.diffusion.aware_conv import unfold
 from rodin.diffusion.unet import unit_rms
 from rodin.errors import ConfigError
 
+MEAN_HEADS = ("mlp", "linear")
+
 
 class MeanPlanes(nn.Module):
-    """z (B, D) -> normalised roll-out (B, C, R, 3R): an MLP to coarse per-plane features at R/4 (at least
-    4 texels), then shared convolutions that double the side to R."""
+    """z (B, D) -> normalised roll-out (B, C, R, 3R).
 
-    def __init__(self, config: UNetConfig) -> None:
+    "mlp": an MLP to coarse per-plane features at R/4 (at least 4 texels), then shared convolutions that
+    double the side to R. "linear": one affine map to every texel, whose bias is the training planes' mean
+    (the null z's output) and whose weights come from `fit_ridge`; on held-out subjects it says more of the
+    planes than the MLP trained with the UNet (BENCHMARKS.md, "What z can say of the planes").
+    """
+
+    def __init__(self, config: UNetConfig, kind: str = "mlp") -> None:
         super().__init__()
+        if kind not in MEAN_HEADS:
+            raise ConfigError(f"BaseModelConfig.mean_head must be one of {', '.join(MEAN_HEADS)}, got {kind!r}")
+        self.kind = kind
+        self.shape = (config.channels, config.resolution, 3 * config.resolution)
+        if kind == "linear":
+            self.linear = nn.Linear(config.latent_dim, math.prod(self.shape))
+            return
         width = config.width
         self.coarse = max(4, config.resolution // 4)
         doublings = (config.resolution // self.coarse).bit_length() - 1
@@ -49,6 +66,55 @@ class MeanPlanes(nn.Module):
 
     def forward(self, latent: Tensor) -> Tensor:
         b = latent.shape[0]
+        if self.kind == "linear":
+            return self.linear(unit_rms(latent)).reshape(b, *self.shape)
         folded = self.mlp(unit_rms(latent)).reshape(3 * b, self.width, self.coarse, self.coarse)
         return unfold(self.out(self.up(folded)))
 
+
+
+class RidgeSums:
+    """What a ridge regression of the roll-outs on z needs, summed a chunk of subjects at a time (so that a
+    store of any size streams through it): X'X and X'Y of z (unit RMS, as the head reads it) against the
+    roll-outs minus their mean, for the subjects fitted on and, apart, for every `every`-th subject, which
+    choose the penalty."""
+
+    def __init__(self, mean: Tensor, *, every: int = 10) -> None:
+        self.mean = mean.flatten().double()
+        self.every, self.seen = every, 0
+        self.sums: dict[str, list] = {"fit": [0, 0, 0], "check": [0, 0, 0]}     # X'X, X'Y, sum of Y^2
+
+    def add(self, latent: Tensor, rolled: Tensor) -> None:
+        x = unit_rms(latent).double()
+        y = rolled.flatten(1).double() - self.mean
+        index = torch.arange(self.seen, self.seen + len(x))
+        self.seen += len(x)
+        for name, rows in (("check", index % self.every == 0), ("fit", index % self.every != 0)):
+            xs, ys = x[rows], y[rows]
+            part = self.sums[name]
+            part[0] = part[0] + xs.T @ xs
+            part[1] = part[1] + xs.T @ ys
+            part[2] = part[2] + ys.pow(2).sum()
+
+    def solve(self, penalties: tuple[float, ...] = (0.1, 0.3, 1.0, 3.0, 10.0, 30.0)) -> tuple[Tensor, float]:
+        """The weights (D, P) for all subjects, with the penalty that predicts the held-apart ones best."""
+        (xx, xy, _), (cxx, cxy, cyy) = self.sums["fit"], self.sums["check"]
+        eye = torch.eye(xx.shape[0], dtype=xx.dtype)
+
+        def check_error(lam: float) -> float:
+            w = torch.linalg.solve(xx + lam * eye, xy)
+            return (cyy - 2 * (w * cxy).sum() + (w * (cxx @ w)).sum()).item()
+
+        best = min(penalties, key=check_error)
+        return torch.linalg.solve(xx + cxx + best * eye, xy + cxy), best
+
+
+@torch.no_grad()
+def fit_ridge(head: MeanPlanes, sums: RidgeSums, **kw) -> float:
+    """Set a linear head to the ridge regression in `sums`; returns the penalty chosen."""
+    if head.kind != "linear":
+        raise ValueError("only a linear mean-planes head is fitted in closed form")
+    weights, penalty = sums.solve(**kw)
+    head.linear.weight.copy_(weights.T.to(head.linear.weight.dtype))
+    head.linear.bias.copy_(sums.mean.to(head.linear.bias.dtype))
+    return penalty

@@ -24,6 +24,7 @@ from diffusers.training_utils import EMAModel
 from rodin.config import BaseModelConfig, DecoderConfig, Preset, RenderConfig, TrainConfig
 from rodin.diffusion.base import KIND as BASE_KIND
 from rodin.diffusion.base import BaseDiffusion, denoising_loss, diffusion_target, predicted_clean
+from rodin.diffusion.mean_planes import MEAN_HEADS, RidgeSums, fit_ridge
 from rodin.errors import ConfigError, DataError
 from rodin.fit.run import DECODER_KIND, list_sources
 from rodin.fit.store import TriplaneStore
@@ -159,6 +160,8 @@ def train_base(
     if mcfg.channel_weighting not in CHANNEL_WEIGHTINGS:
         raise ConfigError(f"BaseModelConfig.channel_weighting must be one of {', '.join(CHANNEL_WEIGHTINGS)}, "
                           f"got {mcfg.channel_weighting!r}")
+    if mcfg.mean_head not in MEAN_HEADS:
+        raise ConfigError(f"BaseModelConfig.mean_head must be one of {', '.join(MEAN_HEADS)}, got {mcfg.mean_head!r}")
     if mcfg.mean_weight < 0:
         raise ConfigError(f"BaseModelConfig.mean_weight cannot be negative, got {mcfg.mean_weight}")
     store = TriplaneStore.open(run / "triplanes")
@@ -202,6 +205,9 @@ def train_base(
     model = BaseDiffusion(mcfg)
     model.unet.gradient_checkpointing = gradient_checkpointing
     model.set_stats(*streamed_plane_stats(store, train_rows, resolution))
+    if model.mean_planes is not None and model.mean_planes.kind == "linear":
+        penalty = fit_linear_head(model, store, train_rows, train_latents)
+        log(f"mean-planes head: ridge regression on {len(train_rows)} subjects (penalty {penalty:g}), frozen")
     weights = None
     if mcfg.channel_weighting == "decoder":
         sample_rows = train_rows[:: max(1, len(train_rows) // 64)][:64]
@@ -276,6 +282,27 @@ def train_base(
         write_model_index(out, render=preset.render, preset=preset.name, components=components)
         remove_checkpoint(out)
     return figures
+
+
+@torch.no_grad()
+def fit_linear_head(model: BaseDiffusion, store: TriplaneStore, rows: list[int], latents: torch.Tensor,
+                    chunk: int = 64) -> float:
+    """Set the linear mean-planes head to the ridge regression of the training roll-outs on their z, in two
+    streamed passes over the store (the mean, then the sums), and freeze it: the closed form is the optimum
+    of the head's own loss, so gradient steps on it could only fit the training subjects closer."""
+    resolution = model.config.unet.resolution
+    chunks = [list(range(i, min(i + chunk, len(rows)))) for i in range(0, len(rows), chunk)]
+
+    def rolled(part: list[int]) -> torch.Tensor:
+        return model.normalise(resize_planes(store.get([rows[i] for i in part]).float(), resolution))
+
+    mean = sum(rolled(part).sum(0) for part in chunks) / len(rows)
+    sums = RidgeSums(mean)
+    for part in chunks:
+        sums.add(latents[part].float(), rolled(part))
+    penalty = fit_ridge(model.mean_planes, sums)
+    model.mean_planes.requires_grad_(False)
+    return penalty
 
 
 class PortraitLatents:
