@@ -61,7 +61,7 @@ def main() -> None:
     parser.add_argument("--data", type=Path, required=True)
     parser.add_argument("--judge", type=Path, default=Path("models/small-1k/judge"))
     parser.add_argument("--steps", type=int, default=1500)
-    parser.add_argument("--widths", default="32,64")
+    parser.add_argument("--widths", default="32,64", help="widths of heads trained alone (\"\" for none)")
     parser.add_argument("--subjects", type=int, default=40, help="held-out subjects the judge reads")
     parser.add_argument("--out", type=Path)
     args = parser.parse_args()
@@ -102,9 +102,9 @@ def main() -> None:
         print(name, results[name], flush=True)
 
     with torch.no_grad():
-        record("fitted planes (the ceiling)", held_planes)
-        record("training mean", train_mean.expand_as(held_planes))
-        record("shipped head (trained with the UNet)", base.mean_planes(held_z))
+        record("fitted_planes", held_planes)
+        record("training_mean", train_mean.expand_as(held_planes))
+        record("model_head", base.mean_planes(held_z))
 
     # Ridge: z (unit RMS, as the head reads it, plus a constant) to the flattened roll-out, closed form.
     x = torch.cat([unit_rms(train_z), torch.ones(len(train_z), 1)], 1).double()
@@ -112,15 +112,15 @@ def main() -> None:
     x_held = torch.cat([unit_rms(held_z), torch.ones(len(held_z), 1)], 1).double()
     for lam in (1.0, 10.0, 100.0):
         w = torch.linalg.solve(x.T @ x + lam * torch.eye(x.shape[1], dtype=x.dtype), x.T @ y)
-        record(f"ridge, lambda {lam:g}", (x_held @ w).float().reshape(held_planes.shape), train_error_share=round(
+        record(f"ridge_{lam:g}", (x_held @ w).float().reshape(held_planes.shape), train_error_share=round(
             error_share((x @ w).float().reshape(train_planes.shape), train_planes, train_mean), 4))
 
-    for width in (int(w) for w in args.widths.split(",")):
+    for width in (int(w) for w in args.widths.split(",") if w.strip()):
         torch.manual_seed(0)
         head = MeanPlanes(replace(cfg, width=width))
         seconds = train_head(head, train_z, train_planes, steps=args.steps)
         with torch.no_grad():
-            record(f"head of width {width} trained alone, {args.steps} steps", head(held_z),
+            record(f"head_{width}_alone", head(held_z),
                    params=sum(p.numel() for p in head.parameters()), seconds=round(seconds, 1),
                    train_error_share=round(error_share(head(train_z), train_planes, train_mean), 4))
 
