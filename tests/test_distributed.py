@@ -185,7 +185,7 @@ def test_prior_training_on_two_processes_equals_one(root, encoder_model):
     from rodin.semantic.loading import load_semantic
     from rodin.train.prior import train_prior
 
-    folders = {name: root / f"prior_{name}" for name in ("one", "half", "two")}
+    folders = {name: root / f"prior_{name}" for name in ("one", "half", "two", "fsdp")}
     for folder in folders.values():
         shutil.copytree(encoder_model / "semantic", folder / "semantic")
     encoder = load_semantic(encoder_model / "semantic")
@@ -194,7 +194,7 @@ def test_prior_training_on_two_processes_equals_one(root, encoder_model):
     run = dict(encoder=encoder, config=config, portraits=TINY.train_encoder, cpu=True, **QUIET)
     train_prior(root / "data", folders["one"], train=train, **run)
     cache = folders["one"] / ".caption_vectors.safetensors"   # the captions' backbone vectors, embedded once
-    for name in ("half", "two"):
+    for name in ("half", "two", "fsdp"):
         shutil.copy(cache, folders[name] / cache.name)
     train_prior(root / "data", folders["half"], train=replace(train, batch=16), **run)
     figures = launch("train", "prior", "--data", str(root / "data"), "--out", str(folders["two"]),
@@ -203,6 +203,10 @@ def test_prior_training_on_two_processes_equals_one(root, encoder_model):
     weights = "prior/model.safetensors"
     assert max_difference(folders["one"] / weights, folders["two"] / weights) < 1e-6
     assert max_difference(folders["one"] / weights, folders["half"] / weights) > 1e-4   # the control
+    # Sharded (FSDP): the same weights, gathered whole into the saved prior.
+    launch("train", "prior", "--data", str(root / "data"), "--out", str(folders["fsdp"]),
+           "--preset", "tiny", "--steps", "2", "--fsdp", cwd=root)
+    assert max_difference(folders["one"] / weights, folders["fsdp"] / weights) < 1e-5
 
 
 def test_fitting_on_two_processes_equals_one(root):

@@ -80,14 +80,14 @@ def test_sharding_keeps_a_slice_per_process_and_gathers_back_the_whole_state(tmp
     assert results["lr"] == pytest.approx(1e-2)
 
 
-@pytest.mark.parametrize("stage", ["base", "upsampler", "refiner"])
+@pytest.mark.parametrize("stage", ["base", "upsampler", "refiner", "prior"])
 def test_fsdp_in_one_process_is_refused_in_one_line(capsys, tmp_path, stage):
     """Nothing to shard across: refused before the model folder is made (the run folder need not even exist)."""
     from rodin.cli.main import main
 
+    source = ["--data", str(tmp_path / "data")] if stage == "prior" else ["--triplanes", str(tmp_path / "run")]
     with pytest.raises(SystemExit) as exit_info:
-        main(["train", stage, "--triplanes", str(tmp_path / "run"), "--out", str(tmp_path / "model"),
-              "--preset", "tiny", "--fsdp", "--cpu"])
+        main(["train", stage, *source, "--out", str(tmp_path / "model"), "--preset", "tiny", "--fsdp", "--cpu"])
     err = capsys.readouterr().err
     assert exit_info.value.code == 2 and err.count("\n") == 1, err
     assert "--fsdp" in err and "accelerate launch" in err
@@ -109,7 +109,7 @@ def test_bench_paper_sharded_holds_half_the_training_state_per_process():
 def test_bench_fsdp_is_refused_where_it_does_not_apply(capsys):
     from rodin.cli.main import main
 
-    for args in (["bench", "unet", "--fsdp", "2"], ["bench", "paper", "--fsdp", "2", "--stages", "prior"]):
+    for args in (["bench", "unet", "--fsdp", "2"], ["bench", "paper", "--fsdp", "2", "--stages", "encoder"]):
         with pytest.raises(SystemExit) as exit_info:
             main(args)
         err = capsys.readouterr().err

@@ -11,7 +11,7 @@ under autocast, as `accelerate launch --mixed_precision bf16` does. The figures 
 scaling guide (docs/scaling.md) extrapolates from.
 
 Every stage also reports `state_mb`: the weights, gradients and optimiser moments one process holds
-after a step. `fsdp=N` runs the stages that train with `--fsdp` (base, upsampler, refiner) in N
+after a step. `fsdp=N` runs the stages that train with `--fsdp` (base, prior, upsampler, refiner) in N
 processes with the model sharded as `rodin train … --fsdp` shards it (gloo on a CPU, NCCL on GPUs, one
 GPU per process), each process stepping `batch` examples; the figures are the largest of the processes.
 """
@@ -34,7 +34,7 @@ from rodin.bench import BenchResult
 from rodin.config import Preset, get_preset
 
 STAGES = ("fit", "base", "base_checkpointed", "encoder", "prior", "upsampler", "refiner")
-SHARDED = ("base", "base_checkpointed", "upsampler", "refiner")      # the stages that train with --fsdp
+SHARDED = ("base", "base_checkpointed", "prior", "upsampler", "refiner")    # the stages that train with --fsdp
 PRECISIONS = ("fp32", "bf16")
 
 

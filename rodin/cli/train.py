@@ -264,6 +264,8 @@ def prior(
                                                "the accelerate config's)."),
     grad_accum: int = typer.Option(1, "--grad-accum", min=1, help="Accumulate each process's share of a batch "
                                    "over this many micro-batches (same effective batch, less memory)."),
+    fsdp: bool = typer.Option(False, "--fsdp", help="Shard the weights, EMA and optimiser state across the "
+                              "launched processes (torch FSDP2); checkpoints and the saved model stay whole."),
 ) -> None:
     """Train the latent prior: z from a sentence (text to avatar) or from nothing (unconditional)."""
     from rodin.config import get_preset
@@ -272,12 +274,16 @@ def prior(
     from rodin.train.prior import PRIOR, train_prior
 
     chosen = get_preset(preset)
+    if fsdp:
+        from rodin.train.sharding import check_fsdp
+
+        check_fsdp()      # before the encoder is read: one line, nothing touched
     semantic = load_semantic(out / "semantic")
     overrides = {k: v for k, v in dict(steps=steps, seed=seed).items() if v is not None}
     config = replace(chosen.prior, dim=semantic.dim)
     figures = train_prior(data, out, encoder=semantic, config=config, train=replace(chosen.train_prior, **overrides),
                           portraits=chosen.train_encoder, cpu=cpu, mixed_precision=mixed_precision,
-                          grad_accum=grad_accum, log=lambda m: typer.echo(m, err=True))
+                          grad_accum=grad_accum, fsdp=fsdp, log=lambda m: typer.echo(m, err=True))
     if not _main_process():
         return
     if (out / "model_index.json").is_file():

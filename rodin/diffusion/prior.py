@@ -25,7 +25,7 @@ from rodin.semantic.space import latent_from_embedding
 KIND = "latent-prior"
 
 
-class _Block(nn.Module):
+class PriorBlock(nn.Module):
     def __init__(self, hidden: int) -> None:
         super().__init__()
         self.norm = nn.LayerNorm(hidden, elementwise_affine=False)
@@ -50,7 +50,7 @@ class LatentPrior(nn.Module):
         self.time_embed = TimestepEmbedding(h, h)
         self.text_embed = nn.Sequential(nn.Linear(config.dim, h), nn.SiLU(), nn.Linear(h, h))
         self.inp = nn.Linear(config.dim, h)
-        self.blocks = nn.ModuleList(_Block(h) for _ in range(config.layers))
+        self.blocks = nn.ModuleList(PriorBlock(h) for _ in range(config.layers))
         self.out = nn.Sequential(nn.LayerNorm(h), nn.Linear(h, config.dim))
         self.noise = training_scheduler(config.diffusion)
         sampling_scheduler(config.diffusion)

@@ -26,6 +26,7 @@ from rodin.modeling import save_component
 from rodin.semantic.portraits import PortraitSet, load_portrait_set, on_white
 from rodin.semantic.space import SemanticEncoder, latent_from_embedding
 from rodin.train.loop import CHECKPOINT, make_accelerator, step_generator
+from rodin.train.sharding import check_fsdp
 from rodin.train.steps import state_folder, train_steps
 
 PRIOR = "prior"
@@ -94,13 +95,16 @@ def evaluate_prior(prior: LatentPrior, latents: torch.Tensor, texts: torch.Tenso
 
 def train_prior(data: Path, out: Path, *, encoder: SemanticEncoder, config: PriorConfig, train: TrainConfig,
                 portraits: EncoderTrainConfig, cpu: bool = False, mixed_precision: str | None = None,
-                grad_accum: int = 1, log: Callable[[str], None] = print, show_progress: bool = True) -> dict:
+                grad_accum: int = 1, fsdp: bool = False, log: Callable[[str], None] = print,
+                show_progress: bool = True) -> dict:
     """Train (or resume) the prior into OUT/prior; returns held-out figures.
 
     As `train_base`: one process or many under `accelerate launch`, each training on its rows of the
     same global batch (same weights whatever the number of processes); the main process writes.
     """
     out = Path(out)
+    if fsdp:
+        check_fsdp()
     if config.dim != encoder.dim:
         raise ConfigError(f"the prior's dim {config.dim} differs from the encoder's {encoder.dim}")
     identity = json.loads(json.dumps({"model": asdict(config), "train": asdict(train), "data": str(data)}))
@@ -156,7 +160,7 @@ def train_prior(data: Path, out: Path, *, encoder: SemanticEncoder, config: Prio
     t0 = time.time()
     unwrapped, ema, _ = train_steps(prior, optimizer, train=train, out=out, identity=identity,
                                     accelerator=accelerator, draw=draw, loss=loss, stage=PRIOR, desc="train prior",
-                                    log=log, show_progress=show_progress)
+                                    log=log, show_progress=show_progress, fsdp=fsdp)
     ema.copy_to(unwrapped.parameters())
     unwrapped.eval()
     figures = {"steps": train.steps, "train_subjects": n, "wall_s": round(time.time() - t0, 1),

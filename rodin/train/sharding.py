@@ -1,4 +1,5 @@
-"""Fully sharded data parallel training (torch FSDP2, `fully_shard`) for the large stages.
+"""Fully sharded data parallel training (torch FSDP2, `fully_shard`) for the large models (base, prior,
+upsampler, refiner).
 
 With `--fsdp` each process keeps only its 1/N slice of the weights, the EMA and the optimiser's moments;
 the weights of a block are gathered just for its forward and backward and its gradients are reduce-
@@ -39,14 +40,15 @@ def check_fsdp() -> None:
 
 
 def shard_units(model: nn.Module) -> list[nn.Module]:
-    """The blocks sharded one by one (each gathered only while it runs): residual and attention blocks.
+    """The blocks sharded one by one (each gathered only while it runs): residual, attention and MLP blocks.
 
     The root module is sharded last and holds whatever lies outside them (stems, embeddings, heads).
     """
+    from rodin.diffusion.prior import PriorBlock
     from rodin.diffusion.unet import ResBlock, TriplaneAttention
     from rodin.refine.network import Residual
 
-    kinds = (ResBlock, TriplaneAttention, Residual)
+    kinds = (ResBlock, TriplaneAttention, Residual, PriorBlock)
     return [m for m in model.modules() if isinstance(m, kinds) and m is not model]
 
 
