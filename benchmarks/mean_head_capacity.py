@@ -25,7 +25,7 @@ import torch.nn.functional as F
 
 from rodin.diffusion.mean_planes import MeanPlanes
 from rodin.diffusion.unet import unit_rms
-from rodin.eval.semantic import JUDGED, _accuracy, _judged, judge_renders
+from rodin.eval.semantic import planes_attribute_accuracy
 from rodin.fit.store import TriplaneStore
 from rodin.io import write_json
 from rodin.pipeline import RodinPipeline
@@ -90,9 +90,8 @@ def main() -> None:
     truth = [json.loads((args.data / store.ids[i] / "attributes.json").read_text()) for i in seen]
 
     def judged(rolled: torch.Tensor) -> float:
-        planes = base.denormalise(rolled[:len(seen)])
-        reads = judge_renders(judge, pipe.decoder, pipe.render, planes)
-        return _accuracy([(k, t[k], j[k]) for t, j in zip(truth, reads) for k in JUDGED if _judged(t, k)])[0]
+        return planes_attribute_accuracy(judge, pipe.decoder, pipe.render, base.denormalise(rolled[:len(seen)]),
+                                         truth)
 
     results: dict[str, dict] = {}
 

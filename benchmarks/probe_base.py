@@ -24,7 +24,7 @@ from pathlib import Path
 import torch
 
 from rodin.diffusion.base import predicted_clean
-from rodin.eval.semantic import JUDGED, _accuracy, _judged, judge_renders, sample_batch
+from rodin.eval.semantic import planes_attribute_accuracy, sample_batch
 from rodin.fit.store import TriplaneStore
 from rodin.io import write_json
 from rodin.pipeline import RodinPipeline
@@ -55,8 +55,7 @@ def main() -> None:
     n = len(rows)
 
     def read(planes: torch.Tensor) -> float:
-        judged = judge_renders(judge, pipe.decoder, pipe.render, planes)
-        return _accuracy([(k, t[k], j[k]) for t, j in zip(truth, judged) for k in JUDGED if _judged(t, k)])[0]
+        return planes_attribute_accuracy(judge, pipe.decoder, pipe.render, planes, truth)
 
     figures: dict = {"model": args.model, "triplanes": str(args.triplanes), "subjects": n, "heldout": args.heldout}
     side = base.config.unet.resolution

@@ -72,7 +72,6 @@ class MeanPlanes(nn.Module):
         return unfold(self.out(self.up(folded)))
 
 
-
 class RidgeSums:
     """What a ridge regression of the roll-outs on z needs, summed a chunk of subjects at a time (so that a
     store of any size streams through it): X'X and X'Y of z (unit RMS, as the head reads it) against the

@@ -340,5 +340,13 @@ def _judge_fitted(judge: AttributeJudge, folders: dict[str, Path], run: Path, *,
             "fitted_resolution": base_resolution or store.planes.shape[-1], "run": str(run)}
 
 
+def planes_attribute_accuracy(judge: AttributeJudge, decoder, render, planes: torch.Tensor,
+                              truth: list[dict]) -> float:
+    """How many of their subjects' attributes the judge reads in renders of tri-planes (one per subject in
+    `truth`): the measure of what a set of planes carries, for probes that make planes other than samples."""
+    judged = judge_renders(judge, decoder, render, planes)
+    return _accuracy([(k, t[k], j[k]) for t, j in zip(truth, judged) for k in JUDGED if _judged(t, k)])[0]
+
+
 def _judged(attrs: dict, name: str) -> bool:
     return not (name == "hair_colour" and attrs.get("hair_style") == "bald" and attrs.get("beard") == "none")

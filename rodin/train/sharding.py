@@ -115,15 +115,19 @@ class WholeCopy:
             # Its hyperparameters come with every refresh (load_state_dict restores the param groups).
             self.optimizer = type(optimizer)(self.model.parameters())
 
-    def refresh(self, model: nn.Module, ema: EMAModel,
-                optimizer: torch.optim.Optimizer) -> tuple[nn.Module, EMAModel, torch.optim.Optimizer] | None:
+    def refresh(self, model: nn.Module, ema: EMAModel, optimizer: torch.optim.Optimizer | None = None
+                ) -> tuple[nn.Module, EMAModel, torch.optim.Optimizer] | None:
+        """Gather the weights and the EMA, and the optimiser's moments only when given (checkpoints need them;
+        the held-out figures and the final save do not, and the moments are twice the weights)."""
         weights = {k: whole(v) for k, v in model.state_dict().items()}
         shadow = [whole(s) for s in ema.shadow_params]
-        inner = getattr(optimizer, "optimizer", optimizer)      # accelerate's wrapper keeps it as .optimizer
-        opt_state = inner.state_dict()
-        opt_state = {"state": {pid: {k: whole(v) for k, v in entry.items()}
-                               for pid, entry in opt_state["state"].items()},
-                     "param_groups": opt_state["param_groups"]}
+        opt_state = None
+        if optimizer is not None:
+            inner = getattr(optimizer, "optimizer", optimizer)      # accelerate's wrapper keeps it as .optimizer
+            opt_state = inner.state_dict()
+            opt_state = {"state": {pid: {k: whole(v) for k, v in entry.items()}
+                                   for pid, entry in opt_state["state"].items()},
+                         "param_groups": opt_state["param_groups"]}
         if not self.main:
             return None
         self.model.load_state_dict(weights)
@@ -131,5 +135,6 @@ class WholeCopy:
             for target, value in zip(self.ema.shadow_params, shadow):
                 target.copy_(value)
         self.ema.optimization_step = ema.optimization_step
-        self.optimizer.load_state_dict(opt_state)
+        if opt_state is not None:
+            self.optimizer.load_state_dict(opt_state)
         return self.model, self.ema, self.optimizer

@@ -108,11 +108,12 @@ def train_steps(
         unwrapped = accelerator.unwrap_model(model)
     ema.to(accelerator.device)
 
-    def held() -> tuple[nn.Module, EMAModel, torch.optim.Optimizer] | None:
-        """The whole model, EMA and optimiser (on the main process; a collective under FSDP)."""
+    def held(*, moments: bool) -> tuple[nn.Module, EMAModel, torch.optim.Optimizer] | None:
+        """The whole model, EMA and optimiser (on the main process; a collective under FSDP, which gathers
+        the optimiser's moments only with `moments`)."""
         if whole_copy is None:
             return unwrapped, ema, optimizer
-        return whole_copy.refresh(unwrapped, ema, optimizer)
+        return whole_copy.refresh(unwrapped, ema, optimizer if moments else None)
 
     sample_every = getattr(train, "sample_every", 0)
     parts = micro_batches(train.batch, accelerator)
@@ -146,7 +147,7 @@ def train_steps(
         done = step + 1
         sampling = after is not None and (done == train.steps or (sample_every and done % sample_every == 0))
         saving = done % train.checkpoint_every == 0 and done < train.steps
-        whole = held() if sampling or saving else None
+        whole = held(moments=saving) if sampling or saving else None
         if accelerator.is_main_process:
             bar.set_postfix(loss=f"{np.mean(running[-50:]):.4f}")
             row = {}
@@ -163,7 +164,7 @@ def train_steps(
                 save_checkpoint(state, model=whole[0], ema=whole[1], optimizer=whole[2], step=done, config=config)
     bar.close()
     accelerator.wait_for_everyone()
-    whole = held()
+    whole = held(moments=False)
     if whole is None:       # a process other than the main one under FSDP: it holds only slices
         return unwrapped, ema, logged
     return whole[0], whole[1], logged
