@@ -211,6 +211,10 @@ class PriorConfig:
     layers: int = 4                   # residual MLP blocks
     diffusion: DiffusionConfig = field(default_factory=lambda: DiffusionConfig(
         prediction="sample", sample_steps=25, guidance_scale=2.0, latent_dropout=0.2))
+    # Training only: per subject, captions naming 1-3 of its attributes beside the whole ones, so that a
+    # prompt naming a few ("a person with red hair") is a condition the prior has seen. Off: at the small
+    # preset 8 of them made prompts' z read worse, not better (BENCHMARKS.md, "Partial captions").
+    partial_captions: int = 0
 
 
 @dataclass(frozen=True)
@@ -338,7 +342,8 @@ PRESETS: dict[str, Preset] = {
         base=BaseModelConfig(
             unet=UNetConfig(channels=8, resolution=16, width=16, multipliers=(1, 2), blocks=1,
                             attention_resolutions=(8,), heads=2, latent_dim=16, groups=4),
-            diffusion=DiffusionConfig(sample_steps=10),
+            diffusion=DiffusionConfig(prediction="sample", sample_steps=10, guidance_scale=1.0),
+            mean_planes=True, mean_head="linear",
         ),
         train_base=TrainConfig(steps=200, batch=4, lr=1e-3, warmup=10, ema_decay=0.99, checkpoint_every=50,
                                sample_every=0, log_every=10),
@@ -374,7 +379,11 @@ PRESETS: dict[str, Preset] = {
         base=BaseModelConfig(
             unet=UNetConfig(channels=16, resolution=32, width=32, multipliers=(1, 2, 4), blocks=2,
                             attention_resolutions=(8,), heads=4, latent_dim=64, groups=8),
-            diffusion=DiffusionConfig(sample_steps=25),
+            # The shipped base's recipe (models/small-1k/MODEL_CARD.md; BENCHMARKS.md measures each part):
+            # x0 prediction beside a linear mean-planes head, sampled without guidance, which only added
+            # floaters. Before 2026-12-05 the preset said v-prediction, no head and guidance 2.
+            diffusion=DiffusionConfig(prediction="sample", sample_steps=25, guidance_scale=1.0),
+            mean_planes=True, mean_head="linear",
         ),
         train_base=TrainConfig(steps=4000, batch=16, lr=5e-4, warmup=200, ema_decay=0.999,
                                checkpoint_every=250, sample_every=1000, log_every=25),
@@ -412,6 +421,8 @@ PRESETS: dict[str, Preset] = {
         base=BaseModelConfig(
             unet=UNetConfig(channels=32, resolution=64, width=128, multipliers=(1, 2, 3, 4), blocks=2,
                             attention_resolutions=(16, 8), heads=8, latent_dim=512, groups=32, dropout=0.1),
+            # Not the small preset's recipe: a linear mean-planes head at this size maps 512 numbers to
+            # 393,216 texels (201 M weights, more than the UNet), and nothing has been trained at this scale.
             diffusion=DiffusionConfig(sample_steps=50),
         ),
         encoder=DualEncoderConfig(dim=512, image_size=224, width=64, text_hidden=1024),

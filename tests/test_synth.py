@@ -92,6 +92,29 @@ def test_captions_vary_and_mention_the_attributes():
             assert "beard" in text or "bearded" in text, text
 
 
+
+def test_partial_captions_name_only_as_many_parts_as_asked():
+    """A partial caption is a whole caption's parts, fewer of them: every kept part is one the avatar's
+    whole captions can say, and a beard is never implied by the noun alone."""
+    for seed in range(60):
+        a = sample_attributes(seed)
+        whole = " ".join(caption(a, random.Random(k)) for k in range(400))
+        for mentions in (1, 2, 3):
+            text = caption(a, random.Random(f"{seed}/{mentions}"), mentions=mentions)
+            assert text == text.strip() and "  " not in text
+            assert caption(a, random.Random(f"{seed}/{mentions}"), mentions=mentions) == text   # deterministic
+            parts = text.replace(" and ", ", ").count(", ") + 1
+            if mentions == 1:
+                assert parts <= 2, text            # one clause, or one adjective with a clause-free noun
+            if not any(w in text for w in ("beard", "stubble", "stubbly", "shadow", "unshaven")):
+                assert not any(f" {noun}" in text for noun in ("man", "guy")), text
+            for word in ("glasses", "spectacles", "sunglasses", "cap", "beanie"):
+                if word in text:
+                    assert word in whole, (word, text)
+    lengths = [len(caption(sample_attributes(s), random.Random(s), mentions=1)) for s in range(100)]
+    full = [len(caption(sample_attributes(s), random.Random(s))) for s in range(100)]
+    assert sum(lengths) < 0.6 * sum(full)
+
 # --- geometry and rendering ----------------------------------------------------------------------
 
 def test_sdf_sign_and_bounds():

@@ -32,7 +32,8 @@ def base(
     batch: int | None = typer.Option(None, "--batch", min=1, help="Batch size (default: the preset's)."),
     lr: float | None = typer.Option(None, "--lr", min=0.0, help="Peak learning rate."),
     conv: str | None = typer.Option(None, "--conv", help="aware (3D-aware, default) or plain, for the ablation."),
-    prediction: str | None = typer.Option(None, "--prediction", help="v_prediction (default) or epsilon."),
+    prediction: str | None = typer.Option(None, "--prediction", help="sample (x0), v_prediction or epsilon "
+                                          "(default: the preset's)."),
     width: int | None = typer.Option(None, "--width", min=8, help="UNet channels at full resolution (default: the "
                                      "preset's)."),
     render_weight: float | None = typer.Option(None, "--render-weight", min=0.0, help="Weight of the photometric "
@@ -259,6 +260,9 @@ def prior(
     preset: str = typer.Option("small", "--preset", help="Scale preset: tiny, small or paper."),
     steps: int | None = typer.Option(None, "--steps", min=1, help="Training steps (default: the preset's)."),
     seed: int | None = typer.Option(None, "--seed", help="Training seed."),
+    partial_captions: int | None = typer.Option(None, "--partial-captions", min=0, help="Captions per subject "
+                                                "naming only 1-3 of its attributes, beside the whole ones "
+                                                "(default: the preset's)."),
     cpu: bool = typer.Option(False, "--cpu", help="Train on the CPU even when a GPU is present."),
     mixed_precision: str | None = typer.Option(None, "--mixed-precision", help="no, bf16 or fp16 (GPUs; default: "
                                                "the accelerate config's)."),
@@ -281,6 +285,8 @@ def prior(
     semantic = load_semantic(out / "semantic")
     overrides = {k: v for k, v in dict(steps=steps, seed=seed).items() if v is not None}
     config = replace(chosen.prior, dim=semantic.dim)
+    if partial_captions is not None:
+        config = replace(config, partial_captions=partial_captions)
     figures = train_prior(data, out, encoder=semantic, config=config, train=replace(chosen.train_prior, **overrides),
                           portraits=chosen.train_encoder, cpu=cpu, mixed_precision=mixed_precision,
                           grad_accum=grad_accum, fsdp=fsdp, log=lambda m: typer.echo(m, err=True))

@@ -340,6 +340,22 @@ def _clauses(attrs: AvatarAttributes, rng: random.Random) -> tuple[list[str], li
     return adjectives, clauses, rng.choice(nouns)
 
 
+_BEARD_WORDS = ("beard", "stubble", "stubbly", "shadow", "unshaven")
+
+
+def _mentioning(adjectives: list[str], clauses: list[str], noun: str, mentions: int,
+                rng: random.Random) -> tuple[list[str], list[str], str]:
+    """`mentions` of the parts (adjectives and clauses together), in their order; a neutral noun unless a
+    beard part is kept."""
+    parts = [("adjective", a) for a in adjectives] + [("clause", c) for c in clauses]
+    kept = set(rng.sample(range(len(parts)), k=min(max(mentions, 1), len(parts)))) if parts else set()
+    adjectives = [text for i, (kind, text) in enumerate(parts) if i in kept and kind == "adjective"]
+    clauses = [text for i, (kind, text) in enumerate(parts) if i in kept and kind == "clause"]
+    if not any(word in text for text in clauses for word in _BEARD_WORDS):
+        noun = rng.choice(["person", "character", "avatar", "figure", "young person", "cartoon person"])
+    return adjectives, clauses, noun
+
+
 def _join(parts: list[str], rng: random.Random) -> str:
     if len(parts) <= 1:
         return "".join(parts)
@@ -348,11 +364,18 @@ def _join(parts: list[str], rng: random.Random) -> str:
     return ", ".join(parts)
 
 
-def caption(attrs: AvatarAttributes, rng: random.Random | int | None = None) -> str:
-    """A sentence about the avatar in varied wording (deterministic for a given rng or int seed)."""
+def caption(attrs: AvatarAttributes, rng: random.Random | int | None = None, *, mentions: int | None = None) -> str:
+    """A sentence about the avatar in varied wording (deterministic for a given rng or int seed).
+
+    `mentions` keeps only that many of its descriptive parts, drawn at random, as a person's prompt names
+    a few attributes rather than all of them ("a person with red hair"); the noun then no longer tells a
+    beard unless the beard is among the parts kept.
+    """
     if not isinstance(rng, random.Random):
         rng = random.Random(f"rodin-caption/{attrs.seed if rng is None else int(rng)}")
     adjectives, clauses, noun = _clauses(attrs, rng)
+    if mentions is not None:
+        adjectives, clauses, noun = _mentioning(adjectives, clauses, noun, mentions, rng)
     first = clauses[:1] if clauses and rng.random() < 0.6 else []   # the hair clause, often first
     rest = clauses[len(first):]
     rng.shuffle(rest)

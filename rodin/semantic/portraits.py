@@ -32,7 +32,8 @@ class PortraitSet:
     owner: Tensor                     # (M,) row of the subject each image shows
     portrait_rows: Tensor             # (N,) row in `images` of each subject's portrait
     attributes: list[dict]            # per subject: the categorical attributes
-    captions: list[list[str]]         # per subject: several wordings, the dataset's own first
+    captions: list[list[str]]         # per subject: several wordings, the dataset's own first, then any
+                                      # partial ones (`load_portrait_set(partial_captions=)`)
 
 
 def _rgba(path: Path, size: int) -> np.ndarray:
@@ -63,8 +64,12 @@ def _front_views(folder: Path, front_degrees: float) -> list[Path]:
 
 
 def load_portrait_set(data: Path, *, split: str, size: int, front_degrees: float = 45.0,
-                      captions_per_subject: int = 8, seed: int = 0, limit: int | None = None) -> PortraitSet:
-    """Subjects of `split` ("train", or "heldout" for everything else) of a generated dataset."""
+                      captions_per_subject: int = 8, partial_captions: int = 0, seed: int = 0,
+                      limit: int | None = None) -> PortraitSet:
+    """Subjects of `split` ("train", or "heldout" for everything else) of a generated dataset.
+
+    Each subject gets `captions_per_subject` whole captions, then `partial_captions` that name only 1-3 of
+    its attributes, as prompts do."""
     from rodin.data.synth import subject_split
     from rodin.fit.run import list_sources
 
@@ -101,6 +106,9 @@ def load_portrait_set(data: Path, *, split: str, size: int, front_degrees: float
         wordings = [str(record.get("caption") or caption(attrs))]
         for k in range(1, captions_per_subject):
             wordings.append(caption(attrs, random.Random(f"rodin-encoder/{seed}/{source.id}/{k}")))
+        for k in range(partial_captions):
+            rng = random.Random(f"rodin-partial/{seed}/{source.id}/{k}")
+            wordings.append(caption(attrs, rng, mentions=rng.randint(1, 3)))
         captions.append(wordings)
     return PortraitSet(ids, torch.from_numpy(np.stack(images)).permute(0, 3, 1, 2).contiguous(),
                        torch.tensor(owner), torch.tensor(portrait_rows), attributes, captions)

@@ -1,8 +1,9 @@
 """`rodin train prior`: the latent prior, trained on (caption, z) pairs of the training subjects.
 
 z of a subject is the image embedding of its portrait (what the base model is conditioned on); the
-condition is the text embedding of one of its caption wordings, dropped to the null vector for
-`latent_dropout` of the examples so that the same model also draws z unconditionally.
+condition is the text embedding of one of its caption wordings (whole, or naming only a few of its
+attributes: `PriorConfig.partial_captions`), dropped to the null vector for `latent_dropout` of the
+examples so that the same model also draws z unconditionally.
 
 MODEL/prior/    config.json + model.safetensors (EMA weights)
 MODEL/prior_metrics.json, MODEL/prior_log.csv
@@ -83,10 +84,10 @@ def caption_embeddings(encoder: SemanticEncoder, sets: list[PortraitSet], cache:
 
 @torch.no_grad()
 def evaluate_prior(prior: LatentPrior, latents: torch.Tensor, texts: torch.Tensor, *, seed: int) -> dict:
-    """Cosine between z drawn for a caption and the z of the subject it describes, against z drawn
-    for nothing: how much the caption pins z down."""
+    """Cosine between z drawn for a whole caption (`texts`: (N, dim)) and the z of the subject it
+    describes, against z drawn for nothing: how much the caption pins z down."""
     g = torch.Generator().manual_seed(seed + 777)
-    drawn = prior.sample(texts[:, -1], generator=g)
+    drawn = prior.sample(texts, generator=g)
     free = prior.sample(None, count=len(latents), generator=g)
     truth = torch.nn.functional.normalize(latents, dim=-1)
     cos = lambda a: float((torch.nn.functional.normalize(a, dim=-1) * truth).sum(-1).mean())  # noqa: E731
@@ -117,7 +118,8 @@ def train_prior(data: Path, out: Path, *, encoder: SemanticEncoder, config: Prio
             return record["figures"]
         raise ConfigError(f"{out}: holds a prior trained with other settings; use another --out")
     kwargs = dict(size=max(encoder.image_size, 64), front_degrees=0.0,
-                  captions_per_subject=portraits.captions_per_subject, seed=portraits.seed)
+                  captions_per_subject=portraits.captions_per_subject, partial_captions=config.partial_captions,
+                  seed=portraits.seed)
     accelerator = make_accelerator(cpu=cpu, mixed_precision=mixed_precision, gradient_accumulation_steps=grad_accum)
     if not accelerator.is_main_process:
         log = lambda m: None  # noqa: E731 - one voice for N processes
@@ -131,7 +133,9 @@ def train_prior(data: Path, out: Path, *, encoder: SemanticEncoder, config: Prio
     with accelerator.main_process_first():  # the main process fills the caption cache; the others read it
         embedded = caption_embeddings(encoder, sets, out / ".caption_vectors.safetensors", log)
     latents, texts = portrait_latents(encoder, training), embedded[0]
-    held = (portrait_latents(encoder, heldout), embedded[1]) if heldout is not None else None
+    # The last whole wording of each held-out subject (partial ones follow the whole ones).
+    held = ((portrait_latents(encoder, heldout), embedded[1][:, portraits.captions_per_subject - 1])
+            if heldout is not None else None)
 
     torch.manual_seed(train.seed)
     prior = LatentPrior(config)
