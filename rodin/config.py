@@ -153,6 +153,12 @@ class BaseModelConfig:
     # The head's form: "mlp" (an MLP to 8x8 features per plane, then upsampling convolutions, trained with the
     # UNet) or "linear" (one affine map from z to every texel, set by ridge regression before training, frozen).
     mean_head: str = "mlp"
+    # A second linear map to the planes, from a prompt's text embedding: the ridge regression of the training
+    # subjects' planes on the embeddings of their whole captions, fitted in closed form and frozen. For a
+    # prompt its roll-out replaces the mean-planes head's (the UNet still reads the prior's z): a prompt says
+    # more of the planes than the z the prior draws for it (BENCHMARKS.md, "Prompts straight to the planes").
+    # Needs the mean-planes head and a text encoder; off in the models trained before it existed.
+    text_head: bool = False
 
 
 @dataclass(frozen=True)
@@ -343,7 +349,7 @@ PRESETS: dict[str, Preset] = {
             unet=UNetConfig(channels=8, resolution=16, width=16, multipliers=(1, 2), blocks=1,
                             attention_resolutions=(8,), heads=2, latent_dim=16, groups=4),
             diffusion=DiffusionConfig(prediction="sample", sample_steps=10, guidance_scale=1.0),
-            mean_planes=True, mean_head="linear",
+            mean_planes=True, mean_head="linear", text_head=True,
         ),
         train_base=TrainConfig(steps=200, batch=4, lr=1e-3, warmup=10, ema_decay=0.99, checkpoint_every=50,
                                sample_every=0, log_every=10),
@@ -383,7 +389,7 @@ PRESETS: dict[str, Preset] = {
             # x0 prediction beside a linear mean-planes head, sampled without guidance, which only added
             # floaters. Before 2026-12-05 the preset said v-prediction, no head and guidance 2.
             diffusion=DiffusionConfig(prediction="sample", sample_steps=25, guidance_scale=1.0),
-            mean_planes=True, mean_head="linear",
+            mean_planes=True, mean_head="linear", text_head=True,
         ),
         train_base=TrainConfig(steps=4000, batch=16, lr=5e-4, warmup=200, ema_decay=0.999,
                                checkpoint_every=250, sample_every=1000, log_every=25),

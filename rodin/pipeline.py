@@ -261,13 +261,32 @@ class RodinPipeline:
 
     def encode_prompt(self, prompt: str, *, seed: int = 0, guidance_scale: float | None = None) -> torch.Tensor:
         """z (1, D) drawn by the latent prior for a sentence."""
+        return self._prompt_latent(self._prompt_text(prompt), seed=seed, guidance_scale=guidance_scale)
+
+    def _prompt_text(self, prompt: str) -> torch.Tensor:
         from rodin.semantic.text import check_prompt
 
-        text = self._text_encoder().encode_texts([check_prompt(prompt)]).cpu()
+        return self._text_encoder().encode_texts([check_prompt(prompt)]).cpu()
+
+    def _prompt_latent(self, text: torch.Tensor, *, seed: int, guidance_scale: float | None = None) -> torch.Tensor:
         if self.prior is None:
             raise DataError(f"{self.path}: this model has no latent prior; text-to-avatar needs "
                             "`rodin train prior`")
         return self.prior.sample(text, generator=_prior_generator(seed), guidance_scale=guidance_scale)
+
+    @torch.no_grad()
+    def prompt_mean(self, prompt: str, *, latent: torch.Tensor | None = None,
+                    edited: torch.Tensor | None = None) -> torch.Tensor | None:
+        """The planes the base model starts a prompt's avatar from (its text head's; None without one). With
+        `latent` and `edited` (z before and after an edit), the edit's change to the mean-planes head's
+        planes is added, so that an edit moves a prompt's avatar as it moves a portrait's."""
+        if self.base is None or self.base.text_planes is None:
+            return None
+        mean = self.base.prompt_mean(self._prompt_text(prompt))
+        if latent is not None and edited is not None:
+            heads = self.base.mean_planes(torch.cat([latent, edited]).to(mean))
+            mean = mean + heads[1:] - heads[:1]
+        return mean
 
     def random_latent(self, *, seed: int = 0) -> torch.Tensor | None:
         """z (1, D) of an avatar drawn from nothing (None without a prior: the base model's null z)."""
@@ -304,25 +323,28 @@ class RodinPipeline:
             latent = self.encode_prompt(prompt, seed=seed)
         else:
             latent = self.random_latent(seed=seed)
+        unedited = latent
         if edit is not None:
             if latent is None:
                 raise DataError(f"{self.path}: this model has no latent prior, so an avatar from a seed has no "
                                 "z to edit; edit a portrait's avatar instead")
             latent = self.edit_latent(latent, edit, strength=strength)
+        mean = None if prompt is None else self.prompt_mean(prompt, latent=unedited, edited=latent)
         info = {"seed": int(seed), "image": str(image) if isinstance(image, (str, Path)) else None,
                 "prompt": prompt, "edit": edit, "strength": float(strength) if edit is not None else None}
         return self.sample(latent, seed=seed, guidance_scale=guidance_scale, steps=steps, sampler=sampler, info=info,
-                           upsample=upsample)
+                           upsample=upsample, mean=mean)
 
     @torch.no_grad()
     def sample(self, latent: torch.Tensor | None, *, seed: int = 0, guidance_scale: float | None = None,
                steps: int | None = None, sampler: str | None = None, info: dict | None = None,
-               upsample: bool = True) -> Avatar:
+               upsample: bool = True, mean: torch.Tensor | None = None) -> Avatar:
         """The avatar the base model draws for z (None: unconditional) with the noise of `seed`, enlarged
-        by the upsampler when the model has one (and `upsample`)."""
+        by the upsampler when the model has one (and `upsample`). `mean` (`prompt_mean`) replaces the
+        planes the base model's mean-planes head would start from."""
         generator = torch.Generator().manual_seed(int(seed))
         planes = self.base.sample(latent, count=1, steps=steps, guidance_scale=guidance_scale, sampler=sampler,
-                                  generator=generator)
+                                  generator=generator, mean=mean)
         upsampled = upsample and self.upsampler is not None
         if upsampled:
             # Its own noise: the base tri-plane of a seed stays the same with or without this stage.
@@ -348,10 +370,16 @@ class RodinPipeline:
                             "model with --model")
         latent = self.edit_latent(avatar.latent[None], edit, strength=strength)
         info = {**avatar.info, "edit": edit, "strength": float(strength), "edited_from": avatar.info.get("edit")}
-        return self.sample(latent, seed=int(avatar.info.get("seed", 0)),
+        prompt, seed = avatar.info.get("prompt"), int(avatar.info.get("seed", 0))
+        mean = None
+        if isinstance(prompt, str) and self.base is not None and self.base.text_planes is not None:
+            # An avatar made from a prompt started from its text head's planes, and so does its edit: they
+            # move by what all its edits together changed in z, measured from the prompt's own z.
+            mean = self.prompt_mean(prompt, latent=self.encode_prompt(prompt, seed=seed), edited=latent)
+        return self.sample(latent, seed=seed,
                            guidance_scale=guidance_scale if guidance_scale is not None
                            else avatar.info.get("guidance_scale"),
-                           steps=steps or avatar.info.get("steps"), info=info)
+                           steps=steps or avatar.info.get("steps"), info=info, mean=mean)
 
 
 def _check_stages_fit(path: Path, decoder, base, upsampler, refiner) -> None:

@@ -55,6 +55,9 @@ def base(
     mean_head: str | None = typer.Option(None, "--mean-head", help="The mean-planes head: mlp (trained with the "
                                          "UNet) or linear (a ridge regression from z, fitted before training "
                                          "and frozen; default: the preset's)."),
+    text_head: bool | None = typer.Option(None, "--text-head/--no-text-head", help="A ridge regression from a "
+                                          "prompt's text embedding to the planes, which prompts start from "
+                                          "instead of the mean-planes head's (default: the preset's)."),
     sample_every: int | None = typer.Option(None, "--sample-every", min=0, help="Steps between sample renders."),
     seed: int | None = typer.Option(None, "--seed", help="Training seed."),
     checkpoint_every: int | None = typer.Option(None, "--checkpoint-every", min=1, help="Steps between "
@@ -100,6 +103,8 @@ def base(
         mcfg = replace(mcfg, mean_weight=mean_weight)
     if mean_head is not None:
         mcfg = replace(mcfg, mean_head=mean_head)
+    if text_head is not None:
+        mcfg = replace(mcfg, text_head=text_head)
     spatial = {k: v for k, v in dict(position_channels=position_channels, latent_channels=latent_channels).items()
                if v is not None}
     if spatial:
@@ -121,6 +126,23 @@ def base(
                          log=lambda m: typer.echo(m, err=True))
     if not _main_process():
         return
+    typer.echo(f"wrote {out / 'base'}")
+    print(json.dumps(figures), flush=True)
+
+
+@app.command("text-head")
+def text_head(
+    out: Path = typer.Option(..., "--out", help="A model folder whose base has the mean-planes head; its base "
+                             "gets the text head."),
+    triplanes: Path = typer.Option(..., "--triplanes", help="The fit run the base model was trained on."),
+    data: Path | None = typer.Option(None, "--data", help="The run's dataset, if not where the run recorded it."),
+) -> None:
+    """Give a trained base model a text head: prompts start from a ridge regression of the planes on their
+    text embedding (fitted on the run's training subjects and their captions) instead of the prior's z."""
+    from rodin.train.base import data_folder
+    from rodin.train.text_head import add_text_head
+
+    figures = add_text_head(out, triplanes, dataset=data_folder(triplanes, data), log=lambda m: typer.echo(m, err=True))
     typer.echo(f"wrote {out / 'base'}")
     print(json.dumps(figures), flush=True)
 

@@ -105,6 +105,10 @@ class BaseDiffusion(nn.Module):
         super().__init__()
         self.config = config
         u = config.unet
+        if config.text_head and not config.mean_planes:
+            raise ConfigError("BaseModelConfig.text_head needs mean_planes: the UNet reads the text head's planes "
+                              "where it reads the mean-planes head's")
+        self.text_planes = MeanPlanes(u, "linear") if config.text_head else None
         if config.mean_planes:
             self.mean_planes = MeanPlanes(u, config.mean_head)
             self.unet = TriplaneUNet(replace(u, channels=2 * u.channels))
@@ -131,14 +135,21 @@ class BaseDiffusion(nn.Module):
         """(B, C, H, 3W) normalised roll-outs -> (B, 3, C, H, W) tri-planes for the decoder."""
         return roll_in(rolled) * self.plane_std[:, None, None] + self.plane_mean[:, None, None]
 
-    def forward(self, noisy: Tensor, timesteps: Tensor, latent: Tensor, *,
-                with_mean: bool = False) -> Tensor | tuple[Tensor, Tensor | None]:
+    def prompt_mean(self, text: Tensor) -> Tensor | None:
+        """The text head's normalised roll-out (B, C, H, 3W) for text embeddings (B, D); None without one."""
+        if self.text_planes is None:
+            return None
+        return self.text_planes(text.to(self.plane_mean.device, self.plane_mean.dtype))
+
+    def forward(self, noisy: Tensor, timesteps: Tensor, latent: Tensor, *, with_mean: bool = False,
+                mean: Tensor | None = None) -> Tensor | tuple[Tensor, Tensor | None]:
         """The prediction for noisy roll-outs; with `with_mean`, also the mean-planes head's roll-out
-        (None without the head), so that training gets both from one call (one DDP forward)."""
+        (None without the head), so that training gets both from one call (one DDP forward). A given
+        `mean` (a prompt's, `prompt_mean`) stands in for the head's."""
         if self.mean_planes is None:
             out, mean = self.unet(noisy, timesteps, latent), None
         else:
-            mean = self.mean_planes(latent).to(noisy.dtype)
+            mean = (self.mean_planes(latent) if mean is None else mean).to(noisy.dtype)
             # The head learns from its own loss only; the UNet takes its roll-out as given.
             given = mean.detach()
             out = self.unet(torch.cat([noisy, given], dim=1), timesteps, latent)
@@ -155,9 +166,11 @@ class BaseDiffusion(nn.Module):
     @torch.no_grad()
     def sample(self, latent: Tensor | None, *, count: int | None = None, steps: int | None = None,
                guidance_scale: float | None = None, sampler: str | None = None,
-               generator: torch.Generator | None = None, noise: Tensor | None = None) -> Tensor:
+               generator: torch.Generator | None = None, noise: Tensor | None = None,
+               mean: Tensor | None = None) -> Tensor:
         """Tri-planes (B, 3, C, H, W). `latent` None samples unconditionally (the null z). The starting
-        noise is drawn from `generator`, or given as `noise` (B, C, H, 3W)."""
+        noise is drawn from `generator`, or given as `noise` (B, C, H, 3W). `mean` (B, C, H, 3W), a prompt's
+        `prompt_mean`, replaces the mean-planes head's roll-out for the conditional prediction."""
         cfg = self.config.diffusion
         steps = steps or cfg.sample_steps
         scale = cfg.guidance_scale if guidance_scale is None else guidance_scale
@@ -180,13 +193,22 @@ class BaseDiffusion(nn.Module):
         scheduler.set_timesteps(steps, device=device)
         x = x * scheduler.init_noise_sigma
         guided = scale != 1.0 and bool(latent.abs().sum() > 0)
+        if mean is not None:
+            if self.mean_planes is None:
+                raise ConfigError("this base model has no mean-planes head, so it reads no given mean")
+            mean = mean.to(device=device, dtype=x.dtype)
+            if mean.shape != x.shape:
+                raise ValueError(f"mean of shape {tuple(mean.shape)} does not fit {b} roll-outs")
+            if guided:      # the unconditional half keeps the null z's mean
+                mean = torch.cat([mean, self.mean_planes(torch.zeros_like(latent)).to(x.dtype)])
         for t in scheduler.timesteps:
             model_in = scheduler.scale_model_input(x, t)
             if guided:
-                out = self(torch.cat([model_in, model_in]), t, torch.cat([latent, torch.zeros_like(latent)]))
+                out = self(torch.cat([model_in, model_in]), t, torch.cat([latent, torch.zeros_like(latent)]),
+                           mean=mean)
                 cond, uncond = out.chunk(2)
                 out = uncond + scale * (cond - uncond)
             else:
-                out = self(model_in, t, latent)
+                out = self(model_in, t, latent, mean=mean)
             x = scheduler.step(out, t, x).prev_sample
         return self.denormalise(x)

@@ -83,12 +83,16 @@ class RidgeSums:
         self.every, self.seen = every, 0
         self.sums: dict[str, list] = {"fit": [0, 0, 0], "check": [0, 0, 0]}     # X'X, X'Y, sum of Y^2
 
-    def add(self, latent: Tensor, rolled: Tensor) -> None:
+    def add(self, latent: Tensor, rolled: Tensor, *, check: Tensor | None = None) -> None:
+        """`check` (B,) bool marks the rows that choose the penalty instead of every `every`-th one: rows
+        that share a subject (several captions of one) must fall on the same side."""
         x = unit_rms(latent).double()
         y = rolled.flatten(1).double() - self.mean
         index = torch.arange(self.seen, self.seen + len(x))
         self.seen += len(x)
-        for name, rows in (("check", index % self.every == 0), ("fit", index % self.every != 0)):
+        if check is None:
+            check = index % self.every == 0
+        for name, rows in (("check", check), ("fit", ~check)):
             xs, ys = x[rows], y[rows]
             part = self.sums[name]
             part[0] = part[0] + xs.T @ xs

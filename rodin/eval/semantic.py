@@ -159,24 +159,26 @@ def judge_renders(judge: AttributeJudge, decoder, render, planes: torch.Tensor, 
 
 
 def _generate(pipe, latents: torch.Tensor, *, seed: int, batch: int, steps: int | None = None,
-              guidance_scale: float | None = None) -> torch.Tensor:
-    """Base-model tri-planes for each z, row k drawn with the noise of seed + k (as `pipe.sample` would)."""
+              guidance_scale: float | None = None, means: torch.Tensor | None = None) -> torch.Tensor:
+    """Base-model tri-planes for each z, row k drawn with the noise of seed + k (as `pipe.sample` would);
+    `means` (prompts' text-head planes) replace the mean-planes head's."""
     planes = []
     for start in range(0, len(latents), batch):
         chunk = latents[start:start + batch]
         noise_seeds = range(seed + start, seed + start + len(chunk))
-        planes.append(sample_batch(pipe, chunk, noise_seeds, steps=steps, guidance_scale=guidance_scale))
+        planes.append(sample_batch(pipe, chunk, noise_seeds, steps=steps, guidance_scale=guidance_scale,
+                                   mean=None if means is None else means[start:start + batch]))
     return torch.cat(planes)
 
 
 def sample_batch(pipe, latents: torch.Tensor, seeds, *, steps: int | None = None,
-                 guidance_scale: float | None = None) -> torch.Tensor:
+                 guidance_scale: float | None = None, mean: torch.Tensor | None = None) -> torch.Tensor:
     """Several avatars in one batched sampling run; each row's noise is the one its seed gives alone."""
     base = pipe.base
     u = base.config.unet
     generators = [torch.Generator().manual_seed(int(s)) for s in seeds]
     noise = torch.cat([torch.randn(1, u.channels, u.resolution, 3 * u.resolution, generator=g) for g in generators])
-    return base.sample(latents, noise=noise, steps=steps, guidance_scale=guidance_scale)
+    return base.sample(latents, noise=noise, steps=steps, guidance_scale=guidance_scale, mean=mean)
 
 
 def _accuracy(pairs: list[tuple[str, str, str]]) -> tuple[float, dict[str, float]]:
@@ -217,8 +219,8 @@ def evaluate_semantic(pipe, judge: AttributeJudge, data: Path, *, subjects: int 
     log(f"portraits: {len(chosen)} held-out subjects")
     latents = torch.cat([pipe.encode_image(f / "portrait.png") for f, _ in chosen])
 
-    def generate(z: torch.Tensor, *, seed: int) -> torch.Tensor:
-        return _generate(pipe, z, seed=seed, batch=batch, steps=steps, guidance_scale=guidance_scale)
+    def generate(z: torch.Tensor, *, seed: int, means: torch.Tensor | None = None) -> torch.Tensor:
+        return _generate(pipe, z, seed=seed, batch=batch, steps=steps, guidance_scale=guidance_scale, means=means)
 
     originals = generate(latents, seed=seed)
     judged = judge_planes(judge, pipe, originals)
@@ -231,7 +233,9 @@ def evaluate_semantic(pipe, judge: AttributeJudge, data: Path, *, subjects: int 
     texts = pipe.semantic.encode_texts([p for _, p in cases]).cpu()
     g = torch.Generator().manual_seed(seed + 1)
     text_latents = torch.cat([pipe.prior.sample(texts[k:k + batch], generator=g) for k in range(0, len(texts), batch)])
-    judged = judge_planes(judge, pipe, generate(text_latents, seed=seed + 10_000))
+    with torch.no_grad():
+        text_means = pipe.base.prompt_mean(texts)       # None without a text head
+    judged = judge_planes(judge, pipe, generate(text_latents, seed=seed + 10_000, means=text_means))
     pairs = [(n, v, j[n]) for (named, _), j in zip(cases, judged) for n, v in named.items()]
     figures["text_attr_acc"], figures["text_per_attribute"] = _accuracy(pairs)
     figures["text_cases"] = len(cases)

@@ -43,6 +43,8 @@ from rodin.train.loop import make_accelerator, remove_checkpoint
 from rodin.train.render_loss import RenderTerm
 from rodin.train.sharding import check_fsdp
 from rodin.train.steps import finished_figures, train_steps
+from rodin.train.text_head import CACHE as TEXT_CACHE
+from rodin.train.text_head import caption_texts, fit_text_head
 from rodin.triplane.decoder import TriplaneDecoder
 from rodin.triplane.triplane import resize_planes
 
@@ -180,6 +182,9 @@ def train_base(
                               log=log if accelerator.is_main_process else lambda m: None)
     if encode.dim != mcfg.unet.latent_dim:
         mcfg = replace(mcfg, unet=replace(mcfg.unet, latent_dim=encode.dim))
+    if mcfg.text_head and (not mcfg.mean_planes or encode.component != SEMANTIC):
+        log("no text head: it needs the mean-planes head and a text encoder (--semantic)")
+        mcfg = replace(mcfg, text_head=False)
 
     train_ids = [store.ids[i] for i in train_rows]
     train_latents = encode(portrait_paths(dataset, train_ids))
@@ -208,6 +213,13 @@ def train_base(
     if model.mean_planes is not None and model.mean_planes.kind == "linear":
         penalty = fit_linear_head(model, store, train_rows, train_latents)
         log(f"mean-planes head: ridge regression on {len(train_rows)} subjects (penalty {penalty:g}), frozen")
+    if model.text_planes is not None:
+        with accelerator.main_process_first():      # the main process fills the caption cache; the others read it
+            texts = caption_texts(encode.encoder, dataset, train_ids, out / TEXT_CACHE,
+                                  log if accelerator.is_main_process else lambda m: None)
+        penalty = fit_text_head(model, store, train_rows, texts)
+        log(f"text head: ridge regression on {len(train_rows)} subjects x {texts.shape[1]} captions "
+            f"(penalty {penalty:g}), frozen")
     weights = None
     if mcfg.channel_weighting == "decoder":
         sample_rows = train_rows[:: max(1, len(train_rows) // 64)][:64]
