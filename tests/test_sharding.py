@@ -101,8 +101,10 @@ def test_bench_paper_sharded_holds_half_the_training_state_per_process():
     whole = run(quick=True, stages=("base",)).figures["stages"]["base"]
     halves = run(quick=True, stages=("base",), fsdp=2).figures["stages"]["base"]
     assert halves["processes"] == 2 and halves["params"] == whole["params"]
-    # weights + gradients + AdamW's two moments: 16 bytes a parameter in one process, half that in each of two
-    assert whole["state_mb"] == pytest.approx(16 * whole["params"] / 2**20, rel=0.05)
+    # weights + gradients + AdamW's two moments: 16 bytes a trained parameter (4 a frozen one: the closed-form
+    # heads) in one process, half that in each of two
+    held = 16 * whole["params"] + 4 * whole["frozen_params"]
+    assert whole["frozen_params"] > 0 and whole["state_mb"] == pytest.approx(held / 2**20, rel=0.05)
     assert halves["state_mb"] / whole["state_mb"] == pytest.approx(0.5, abs=0.1)
 
 

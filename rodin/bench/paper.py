@@ -94,7 +94,8 @@ def _timed(step, repeats: int, run: _Step) -> float:
 
 
 def _params(model: torch.nn.Module) -> int:
-    return sum(p.numel() for p in model.parameters())
+    """Trained parameters (the closed-form heads of the base model are frozen, as in `rodin train base`)."""
+    return sum(p.numel() for p in model.parameters() if p.requires_grad)
 
 
 def _fit_stage(preset: Preset, run: _Step) -> tuple[int, Callable[[], None], dict]:
@@ -134,6 +135,9 @@ def _base_stage(preset: Preset, run: _Step, checkpointing: bool) -> tuple[int, C
     torch.manual_seed(0)
     model = BaseDiffusion(preset.base).to(run.device)
     model.unet.gradient_checkpointing = checkpointing
+    for head in (model.mean_planes, model.text_planes):    # fitted in closed form, then frozen, when trained
+        if head is not None and head.kind == "linear":
+            head.requires_grad_(False)
     u, b = preset.base.unet, run.batch
     clean = run.randn(b, u.channels, u.resolution, 3 * u.resolution)
     z = run.randn(b, u.latent_dim)
@@ -141,7 +145,8 @@ def _base_stage(preset: Preset, run: _Step, checkpointing: bool) -> tuple[int, C
     keep = torch.ones(b, device=run.device)
     step = run.train(model, lambda: model.loss(clean, z, noise=torch.randn_like(clean), timesteps=timesteps,
                                                keep_latent=keep))
-    return _params(model), step, {"rollout": [u.channels, u.resolution, 3 * u.resolution]}
+    frozen = sum(p.numel() for p in model.parameters() if not p.requires_grad)
+    return _params(model), step, {"rollout": [u.channels, u.resolution, 3 * u.resolution], "frozen_params": frozen}
 
 
 def _encoder_stage(preset: Preset, run: _Step) -> tuple[int, Callable[[], None], dict]:
