@@ -54,8 +54,8 @@ def main() -> None:
     latents = torch.cat([pipe.encode_image(f / "portrait.png") for f in held])
     cases = edit_cases(truth, args.edits, random.Random(args.seed))
 
-    def generate(z: torch.Tensor, *, seed: int) -> torch.Tensor:
-        return _generate(pipe, z, seed=seed, batch=16, steps=args.steps, guidance_scale=None)
+    def generate(z: torch.Tensor, *, seed: int, means: torch.Tensor | None = None) -> torch.Tensor:
+        return _generate(pipe, z, seed=seed, batch=16, steps=args.steps, guidance_scale=None, means=means)
 
     results = {"model": str(args.model), "data": str(args.data), "steps": args.steps, "subjects": len(held),
                "identities_data": str(args.identities or "")}

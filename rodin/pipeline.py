@@ -294,13 +294,58 @@ class RodinPipeline:
             return None
         return self.prior.sample(None, count=1, generator=_prior_generator(seed))
 
-    def edit_latent(self, latent: torch.Tensor, edit: str, *, strength: float = 1.0) -> torch.Tensor:
-        """z moved along the text direction of `edit` (`rodin.semantic.edit`)."""
+    def _edit_directions(self):
         from rodin.semantic.edit import EditDirections
 
         if self._edits is None:
             self._edits = EditDirections(self._text_encoder(), labelled=self.edits)
-        return self._edits.apply(latent, edit, strength=strength)
+        return self._edits
+
+    def edit_latent(self, latent: torch.Tensor, edit: str, *, strength: float = 1.0) -> torch.Tensor:
+        """z moved along the text direction of `edit` (`rodin.semantic.edit`)."""
+        return self._edit_directions().apply(latent, edit, strength=strength)
+
+    @torch.no_grad()
+    def edit_planes(self, edit: str, *, strength: float = 1.0) -> torch.Tensor | None:
+        """What `edit` adds to the planes the base model starts from (1, C, H, 3W), in its normalised units:
+        `strength` times `plane_gain` times the edit's labelled plane direction; None where MODEL/edits
+        holds none or the base has no mean-planes head to add it to. Where it is not None, an edit moves
+        these planes and leaves z alone: that measured better than moving z, or both (BENCHMARKS.md,
+        "Edits in the planes")."""
+        if self.base is None or self.base.mean_planes is None:
+            return None
+        change = self._edit_directions().plane_direction(edit)
+        if change is None:
+            return None
+        if tuple(change.shape[1:]) != (self.base.config.unet.channels,) + (self.base.config.unet.resolution,) * 2:
+            raise DataError(f"{self.path}: the edits' plane directions ({tuple(change.shape)}) do not fit this "
+                            "base model; measure them again with `rodin train edits --triplanes RUN`")
+        gain = float(strength) * self.edits.config.plane_gain
+        return gain * self.base.normalise_change(change[None])
+
+    def _edited(self, latent: torch.Tensor | None, edits: list[tuple[str, float]], *, prompt: str | None,
+                unedited: torch.Tensor | None) -> tuple[torch.Tensor | None, torch.Tensor | None]:
+        """(z, planes to start from, or None for the base model's own) of the avatar of z `latent` after
+        `edits` [(text, strength)]: along plane directions where the model has them, else moving z. A
+        prompt's avatar starts from its text head's planes (moved by what z moved since `unedited`)."""
+        changes = []
+        for text, strength in edits:
+            change = self.edit_planes(text, strength=strength)
+            if change is not None:
+                changes.append(change)
+                continue
+            if latent is None:
+                raise DataError(f"{self.path}: this model has no latent prior, so an avatar from a seed has no "
+                                "z to edit; edit a portrait's avatar instead")
+            latent = self.edit_latent(latent, text, strength=strength)
+        mean = None if prompt is None else self.prompt_mean(prompt, latent=unedited, edited=latent)
+        if not changes:
+            return latent, mean
+        if mean is None:
+            with torch.no_grad():
+                z = torch.zeros(1, self.base.latent_dim) if latent is None else latent
+                mean = self.base.mean_planes(z.to(changes[0]))
+        return latent, mean + sum(changes).to(mean)
 
     # --- generation ---------------------------------------------------------------------------------
     @torch.no_grad()
@@ -323,15 +368,11 @@ class RodinPipeline:
             latent = self.encode_prompt(prompt, seed=seed)
         else:
             latent = self.random_latent(seed=seed)
-        unedited = latent
-        if edit is not None:
-            if latent is None:
-                raise DataError(f"{self.path}: this model has no latent prior, so an avatar from a seed has no "
-                                "z to edit; edit a portrait's avatar instead")
-            latent = self.edit_latent(latent, edit, strength=strength)
-        mean = None if prompt is None else self.prompt_mean(prompt, latent=unedited, edited=latent)
+        edits = [] if edit is None else [(edit, float(strength))]
+        latent, mean = self._edited(latent, edits, prompt=prompt, unedited=latent)
         info = {"seed": int(seed), "image": str(image) if isinstance(image, (str, Path)) else None,
-                "prompt": prompt, "edit": edit, "strength": float(strength) if edit is not None else None}
+                "prompt": prompt, "edit": edit, "strength": float(strength) if edit is not None else None,
+                "edits": [list(e) for e in edits]}
         return self.sample(latent, seed=seed, guidance_scale=guidance_scale, steps=steps, sampler=sampler, info=info,
                            upsample=upsample, mean=mean)
 
@@ -368,14 +409,26 @@ class RodinPipeline:
         if avatar.latent.shape[-1] != (self.base.latent_dim if self.base is not None else -1):
             raise DataError("this avatar was made by another model (its z does not fit this one); pass that "
                             "model with --model")
-        latent = self.edit_latent(avatar.latent[None], edit, strength=strength)
-        info = {**avatar.info, "edit": edit, "strength": float(strength), "edited_from": avatar.info.get("edit")}
-        prompt, seed = avatar.info.get("prompt"), int(avatar.info.get("seed", 0))
-        mean = None
+        seed = int(avatar.info.get("seed", 0))
+        history = avatar.info.get("edits")
+        if not isinstance(history, list):       # an avatar saved before its edits were recorded as a list
+            history = [[avatar.info["edit"], avatar.info.get("strength") or 1.0]] if avatar.info.get("edit") else []
+        done = [(str(text), float(s)) for text, s in history]
+        prompt = avatar.info.get("prompt")
+        unedited = None
         if isinstance(prompt, str) and self.base is not None and self.base.text_planes is not None:
-            # An avatar made from a prompt started from its text head's planes, and so does its edit: they
-            # move by what all its edits together changed in z, measured from the prompt's own z.
-            mean = self.prompt_mean(prompt, latent=self.encode_prompt(prompt, seed=seed), edited=latent)
+            # A prompt's avatar starts from its text head's planes, and so do its edits, moved by what they
+            # changed in z since the prompt's own z.
+            unedited = self.encode_prompt(prompt, seed=seed)
+        else:
+            prompt = None
+        # Plane edits leave z alone, so the avatar's planes are its z plus every plane edit it has had; edits
+        # that moved z are already in its z and are not applied again.
+        earlier = [(t, s) for t, s in done if self.edit_planes(t, strength=s) is not None]
+        new = (edit, float(strength))
+        latent, mean = self._edited(avatar.latent[None], earlier + [new], prompt=prompt, unedited=unedited)
+        info = {**avatar.info, "edit": edit, "strength": float(strength), "edited_from": avatar.info.get("edit"),
+                "edits": [list(e) for e in done + [new]]}
         return self.sample(latent, seed=seed,
                            guidance_scale=guidance_scale if guidance_scale is not None
                            else avatar.info.get("guidance_scale"),

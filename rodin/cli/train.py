@@ -265,12 +265,17 @@ def edits(
     data: Path = typer.Option(..., "--data", help="A generated dataset with attributes.json per subject "
                               "(the encoder's training data)."),
     out: Path = typer.Option(..., "--out", help="Model folder holding OUT/semantic; the directions go to OUT/edits."),
+    triplanes: Path | None = typer.Option(None, "--triplanes", help="The fit run OUT's base model was trained on: "
+                                          "also measure each edit's change of the planes on its training "
+                                          "subjects, which edits add to the planes the base model starts from."),
 ) -> None:
     """Measure text edits' directions from labelled portraits (no training; seconds). Without them, edits
     follow raw text directions, which move other attributes too (BENCHMARKS.md)."""
-    from rodin.train.edits import EDITS, measure_edits
+    from rodin.train.edits import EDITS, add_plane_edits, measure_edits
 
     figures = measure_edits(data, out, log=lambda m: typer.echo(m, err=True))
+    if triplanes is not None:
+        figures.update(add_plane_edits(out, triplanes, log=lambda m: typer.echo(m, err=True)))
     typer.echo(f"wrote {out / EDITS}")
     print(json.dumps(figures), flush=True)
 

@@ -131,6 +131,10 @@ class BaseDiffusion(nn.Module):
         """(B, 3, C, H, W) tri-planes -> (B, C, H, 3W) normalised roll-outs."""
         return roll_out((planes - self.plane_mean[:, None, None]) / self.plane_std[:, None, None])
 
+    def normalise_change(self, change: Tensor) -> Tensor:
+        """(B, 3, C, H, W) differences of tri-planes (an edit's) -> (B, C, H, 3W) in normalised units."""
+        return roll_out(change.to(self.plane_std) / self.plane_std[:, None, None])
+
     def denormalise(self, rolled: Tensor) -> Tensor:
         """(B, C, H, 3W) normalised roll-outs -> (B, 3, C, H, W) tri-planes for the decoder."""
         return roll_in(rolled) * self.plane_std[:, None, None] + self.plane_mean[:, None, None]

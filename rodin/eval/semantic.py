@@ -272,8 +272,16 @@ def edit_figures(pipe, judge: AttributeJudge, latents: torch.Tensor, cases: list
     if judged_before is None:
         before = torch.stack([latents[row] for row, *_ in cases])
         judged_before = judge_planes(judge, pipe, generate(before, seed=noise_seed))
-    after = torch.cat([pipe.edit_latent(latents[row:row + 1], text, strength=strength) for row, _, _, text in cases])
-    judged_after = judge_planes(judge, pipe, generate(after, seed=noise_seed))
+    changes = [pipe.edit_planes(text, strength=strength) for *_, text in cases]
+    if all(c is not None for c in changes):       # plane edits: z stays, the head's planes move
+        after = torch.stack([latents[row] for row, *_ in cases])
+        with torch.no_grad():
+            means = pipe.base.mean_planes(after) + torch.cat(changes)
+    else:
+        after = torch.cat([pipe.edit_latent(latents[row:row + 1], text, strength=strength)
+                           for row, _, _, text in cases])
+        means = None
+    judged_after = judge_planes(judge, pipe, generate(after, seed=noise_seed, means=means))
     success, kept = [], []
     for (_, name, value, _), was, now in zip(cases, judged_before, judged_after):
         success.append(now[name] == value)

@@ -13,6 +13,12 @@ theirs, so paraphrases find their phrase, and z moves by `strength` times `gain`
 labelled difference. On held-out portraits this is what the judge sees succeed (BENCHMARKS.md, "Edits
 along labelled directions").
 
+Labelled edits may also carry plane directions (`rodin train edits --triplanes RUN`): per phrase, the mean
+tri-plane of the fit run's training subjects that have what it names minus the mean of the others, at the
+base model's resolution. With them the pipeline adds `strength` times `plane_gain` times the picked plane
+direction to the planes the base model starts from (its mean-planes head's) and leaves z alone: the edit
+shows more often and the rest stays as well as when z moved (BENCHMARKS.md, "Edits in the planes").
+
 Either way, an edit that points nowhere near anything the encoder learned (no attribute phrase comes
 close) is refused with examples, since it would only push z off into noise.
 
@@ -24,7 +30,8 @@ source, with the same noise for both. Edits along it succeeded less often than r
 
 from __future__ import annotations
 
-from dataclasses import dataclass
+from collections.abc import Iterable
+from dataclasses import dataclass, replace
 
 import torch
 from torch import Tensor, nn
@@ -94,6 +101,9 @@ class LabelledEditsConfig:
     gain: float = 2.0             # strength 1 moves z by this many mean differences
     encoder_digest: str = ""      # sha256 of the semantic encoder's weights the portraits were read with
     subjects: int = 0             # labelled portraits the directions were measured on
+    plane_shape: tuple[int, ...] = ()     # (3, C, H, W) of the plane directions; () for none
+    plane_gain: float = 2.0       # strength 1 moves the planes by this many mean differences
+    plane_subjects: int = 0       # fitted subjects the plane directions were measured on
 
 
 class LabelledEdits(nn.Module):
@@ -105,6 +115,10 @@ class LabelledEdits(nn.Module):
         super().__init__()
         self.config = config
         self.register_buffer("directions", torch.zeros(len(config.phrases), config.dim))
+        if config.plane_shape:
+            self.register_buffer("plane_directions", torch.zeros(len(config.phrases), *config.plane_shape))
+        else:
+            self.plane_directions = None
 
     @property
     def known(self) -> Tensor:
@@ -119,6 +133,51 @@ class LabelledEdits(nn.Module):
         known = self.known
         labelled = self.config.gain * (weights[known] @ self.directions[known].float())
         return labelled + weights[~known].sum() * text_direction.float()
+
+    def plane_direction(self, similarity: Tensor) -> Tensor | None:
+        """The tri-plane change (3, C, H, W) of an edit whose text direction has these cosines to each
+        phrase's (P,): the phrases' plane directions weighed as `direction` weighs theirs (an unmeasured
+        phrase's weight adds nothing). None without plane directions."""
+        if self.plane_directions is None:
+            return None
+        weights = torch.softmax(self.config.temperature * similarity.float(), dim=-1)
+        flat = self.plane_directions.float().flatten(1)
+        return (weights @ flat).reshape(self.config.plane_shape)
+
+
+@torch.no_grad()
+def plane_edits(edits: LabelledEdits, planes: Iterable[tuple[Tensor, list[dict]]], *,
+                min_subjects: int = MIN_LABELLED_SUBJECTS) -> LabelledEdits:
+    """A copy of `edits` with plane directions measured from chunks of (tri-planes (B, 3, C, H, W), their
+    attributes.json dicts), streamed so that any number of fitted subjects fits in memory."""
+    labelled = dict(LABELLED_PHRASES)
+    pairs = sorted({pair for phrase in edits.config.phrases for pair in labelled.get(phrase, ())})
+    total, count, sums, counts = None, 0, {}, dict.fromkeys(pairs, 0)
+    for chunk, attributes in planes:
+        chunk = chunk.double()
+        total = chunk.sum(0) if total is None else total + chunk.sum(0)
+        count += len(chunk)
+        for name, value in pairs:
+            has = torch.tensor([attrs.get(name) == value for attrs in attributes])
+            if has.any():
+                sums[(name, value)] = sums.get((name, value), 0) + chunk[has].sum(0)
+                counts[(name, value)] += int(has.sum())
+    if total is None:
+        raise ValueError("no planes to measure plane directions on")
+    config = replace(edits.config, plane_shape=tuple(total.shape), plane_subjects=count)
+    out = LabelledEdits(config)
+    out.directions.copy_(edits.directions)
+    for row, phrase in enumerate(config.phrases):
+        change = torch.zeros_like(total)
+        for pair in labelled.get(phrase, ()):
+            n = counts[pair]
+            if n < min_subjects or count - n < min_subjects:
+                change = None
+                break
+            change += sums[pair] / n - (total - sums[pair]) / (count - n)
+        if change is not None and labelled.get(phrase):
+            out.plane_directions[row] = change.float()
+    return out
 
 
 def labelled_edits(embeddings: Tensor, attributes: list[dict], *, encoder_digest: str = "",
@@ -161,6 +220,7 @@ class EditDirections:
         self.prior_draws = prior_draws
         self.min_similarity = min_similarity
         self._directions: dict[str, Tensor] = {}
+        self._planes: dict[str, Tensor | None] = {}
         phrases = attribute_phrases()
         texts = encoder.encode_texts([SOURCE] + [f"{SOURCE} {p}" for p in phrases]).cpu()
         self.known = normalise(texts[1:] - texts[:1])
@@ -175,7 +235,8 @@ class EditDirections:
             self._directions[edit] = self._direction(edit)
         return self._directions[edit]
 
-    def _direction(self, edit: str) -> Tensor:
+    def _text_direction(self, edit: str) -> Tensor:
+        """The unit text direction of an edit, checked against the known attribute directions."""
         source, target = edit_texts(edit)
         texts = self.encoder.encode_texts([source, target]).cpu()
         delta = texts[1] - texts[0]
@@ -184,11 +245,24 @@ class EditDirections:
         delta = normalise(delta)
         if float((self.known @ delta).max()) < self.min_similarity:
             raise DataError(f"the edit {edit!r} names nothing this model knows about avatars; try {EXAMPLES}")
+        return delta
+
+    def plane_direction(self, edit: str) -> Tensor | None:
+        """The tri-plane change (3, C, H, W) of an edit at strength 1, where the labelled directions carry
+        plane directions (`plane_edits`); None otherwise."""
+        if self.labelled is None or self.labelled.plane_directions is None:
+            return None
+        if edit not in self._planes:
+            self._planes[edit] = self.labelled.plane_direction(self._labelled_texts @ self._text_direction(edit))
+        return self._planes[edit]
+
+    def _direction(self, edit: str) -> Tensor:
+        delta = self._text_direction(edit)
         if self.labelled is not None:
             return self.labelled.direction(delta, self._labelled_texts @ delta)
         if self.prior is None:
             return delta
-        return self._through_prior(texts)
+        return self._through_prior(self.encoder.encode_texts(list(edit_texts(edit))).cpu())
 
     @torch.no_grad()
     def _through_prior(self, texts: Tensor) -> Tensor:

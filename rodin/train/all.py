@@ -222,10 +222,14 @@ def _encoder(plan: Plan, *, log, show_progress: bool, cpu: bool) -> dict:
 
 def _base(plan: Plan, *, log, show_progress: bool, cpu: bool) -> dict:
     from rodin.train.base import train_base
+    from rodin.train.edits import EDITS, add_plane_edits
     from rodin.train.encoder import SEMANTIC
 
-    return train_base(plan.fit, plan.out, preset=plan.preset, semantic=plan.out / SEMANTIC, cpu=cpu, log=log,
-                      show_progress=show_progress)
+    figures = train_base(plan.fit, plan.out, preset=plan.preset, semantic=plan.out / SEMANTIC, cpu=cpu, log=log,
+                         show_progress=show_progress)
+    if (plan.out / EDITS / "config.json").is_file():     # the edits' plane directions need the base model
+        figures = {**figures, "edits": add_plane_edits(plan.out, plan.fit, log=log)}
+    return figures
 
 
 def _prior(plan: Plan, *, log, show_progress: bool, cpu: bool) -> dict:

@@ -98,4 +98,50 @@ def measure_edits(data: Path | str, model: Path | str, *, min_subjects: int | No
     return figures
 
 
-__all__ = ["EDITS", "KIND", "edits_from_data", "encoder_digest", "measure_edits"]
+def add_plane_edits(model: Path | str, run: Path | str, *, data: Path | None = None, chunk: int = 64,
+                    min_subjects: int | None = None, log: Callable[[str], None] = print) -> dict:
+    """Give MODEL/edits plane directions measured on the training subjects of the fit run RUN (the one the
+    base model was trained on; their labels from its dataset), at the base model's resolution."""
+    from rodin.config import BaseModelConfig
+    from rodin.diffusion.base import KIND as BASE_KIND
+    from rodin.diffusion.base import BaseDiffusion
+    from rodin.fit.store import TriplaneStore
+    from rodin.modeling import load_component
+    from rodin.semantic.edit import LabelledEdits, LabelledEditsConfig, plane_edits
+    from rodin.train.base import data_folder, load_plane_sets
+    from rodin.triplane.triplane import resize_planes
+
+    model, run = Path(model), Path(run)
+    if not (model / EDITS / "config.json").is_file():
+        raise DataError(f"{model}: no labelled edits (MODEL/edits) to add plane directions to; measure them "
+                        "first with `rodin train edits --data DATA`")
+    edits = load_component(LabelledEdits, LabelledEditsConfig, model / EDITS, kind=KIND)
+    base = load_component(BaseDiffusion, BaseModelConfig, model / "base", kind=BASE_KIND)
+    store = TriplaneStore.open(run / "triplanes")
+    if store.planes.shape[2] != base.config.unet.channels:
+        raise DataError(f"{run}: its tri-planes have {store.planes.shape[2]} channels, the base model reads "
+                        f"{base.config.unet.channels}; give the fit run the base was trained on")
+    dataset = data_folder(run, data)
+    rows, _ = load_plane_sets(store)
+
+    def chunks():
+        for start in range(0, len(rows), chunk):
+            part = rows[start:start + chunk]
+            labels = []
+            for i in part:
+                path = dataset / store.ids[i] / "attributes.json"
+                try:
+                    labels.append(json.loads(path.read_text()))
+                except (OSError, ValueError):
+                    raise DataError(f"{path}: missing or not valid JSON; plane directions need the labels of "
+                                    "`rodin data synth`") from None
+            yield resize_planes(store.get(part).float(), base.config.unet.resolution), labels
+
+    measured = plane_edits(edits, chunks(), **({} if min_subjects is None else {"min_subjects": min_subjects}))
+    known = int((measured.plane_directions.flatten(1).abs().sum(1) > 0).sum())
+    save_component(measured, model / EDITS, kind=KIND, dtype=torch.float16)
+    log(f"edits: plane directions of {known} phrases from {len(rows)} fitted subjects")
+    return {"plane_subjects": len(rows), "plane_measured": known}
+
+
+__all__ = ["EDITS", "KIND", "add_plane_edits", "edits_from_data", "encoder_digest", "measure_edits"]

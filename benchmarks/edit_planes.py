@@ -1,0 +1,129 @@
+"""Edits through the text head: does moving the planes the UNet starts from by what the text head says
+an edit changes do better than moving z alone?
+
+    .venv/bin/python benchmarks/edit_planes.py MODEL --data DATA [--steps 10] [--strength 1] [--out F.json]
+
+MODEL's base needs a text head (`rodin train text-head`). The cases are those of `rodin eval semantic`
+(seed 0: the same 100 held-out portraits' edits), and so is the measure (`edit_success`: the judge reads
+the asked value; `edit_preservation`: it reads the other attributes as on the unedited avatar from the same
+noise). An edit text becomes two captions (`rodin.semantic.edit.edit_texts`: "a person" and "a person
+with red hair"), whose text-head planes differ by delta. Variants, each sampled from the same noise:
+
+- `z`: z moved along the edit's direction, the mean-planes head's planes of it (what ships);
+- `z_and_delta`: the same z, the head's planes of the unedited z plus strength x delta;
+- `delta`: z unedited, its head's planes plus strength x delta;
+- `z_plus_delta`: the moved z, its head's planes plus strength x delta (both moves);
+
+with --triplanes RUN (the fit the base was trained on), deltas measured on its training subjects instead
+of read from the text head: the mean normalised planes of the subjects that have the asked value minus
+the mean of those that do not (as `rodin train edits` measures z directions on labelled portraits):
+
+- `labelled`: z unedited, its head's planes plus strength x that delta;
+- `z_plus_labelled`: the moved z, its head's planes plus strength x that delta.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import random
+import time
+from pathlib import Path
+
+import numpy as np
+import torch
+
+from rodin.eval.semantic import _generate, edit_cases, judge_planes, prompt_cases
+from rodin.io import write_json
+from rodin.pipeline import RodinPipeline
+from rodin.semantic.edit import edit_texts
+from rodin.semantic.judge import JUDGED, dataset_subjects, load_judge
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("model", type=Path)
+    parser.add_argument("--data", type=Path, required=True)
+    parser.add_argument("--steps", type=int, default=10)
+    parser.add_argument("--strength", type=float, default=1.0)
+    parser.add_argument("--subjects", type=int, default=100)
+    parser.add_argument("--edits", type=int, default=100)
+    parser.add_argument("--triplanes", type=Path, help="the base's fit run, for the labelled deltas")
+    parser.add_argument("--only", default="", help="variants to run, comma-separated (default: all)")
+    parser.add_argument("--out", type=Path)
+    args = parser.parse_args()
+    began = time.time()
+
+    pipe = RodinPipeline.from_pretrained(args.model)
+    base = pipe.base
+    if base.text_planes is None:
+        raise SystemExit(f"{args.model}: its base has no text head (rodin train text-head)")
+    judge = load_judge(args.model / "judge").eval()
+    held = [(f, json.loads((f / "attributes.json").read_text())) for f, split in dataset_subjects(args.data)
+            if split != "train"]
+    chosen = held[:args.subjects]
+    truth = [attrs for _, attrs in chosen]
+    rng = random.Random(0)
+    prompt_cases([attrs for _, attrs in held], 100, rng)       # the evaluation draws its prompts first
+    cases = edit_cases(truth, args.edits, rng)
+    latents = torch.cat([pipe.encode_image(f / "portrait.png") for f, _ in chosen])
+    noise_seed = 20_000
+
+    def generate(z: torch.Tensor, means: torch.Tensor | None = None) -> list[dict]:
+        return judge_planes(judge, pipe, _generate(pipe, z, seed=noise_seed, batch=16, steps=args.steps,
+                                                   means=means))
+
+    before = torch.stack([latents[row] for row, *_ in cases])
+    judged_before = generate(before)
+    moved = torch.cat([pipe.edit_latent(latents[row:row + 1], text, strength=args.strength)
+                       for row, _, _, text in cases])
+    with torch.no_grad():
+        pairs = [edit_texts(text) for *_, text in cases]
+        source = base.prompt_mean(pipe.semantic.encode_texts([s for s, _ in pairs]).cpu())
+        target = base.prompt_mean(pipe.semantic.encode_texts([t for _, t in pairs]).cpu())
+        delta = args.strength * (target - source)
+        head_before, head_moved = base.mean_planes(before), base.mean_planes(moved)
+    variants = {"z": (moved, None), "z_and_delta": (moved, head_before + delta), "delta": (before, head_before + delta),
+                "z_plus_delta": (moved, head_moved + delta)}
+    if args.triplanes:
+        from rodin.fit.store import TriplaneStore
+        from rodin.train.base import load_plane_sets
+        from rodin.triplane.triplane import resize_planes
+
+        store = TriplaneStore.open(args.triplanes / "triplanes")
+        rows, _ = load_plane_sets(store)
+        labels = [json.loads((args.data / store.ids[r] / "attributes.json").read_text()) for r in rows]
+        with torch.no_grad():
+            planes = torch.cat([base.normalise(resize_planes(store.get(rows[i:i + 64]).float(),
+                                                             base.config.unet.resolution))
+                                for i in range(0, len(rows), 64)])
+        wanted = {(attr, value) for _, attr, value, _ in cases}
+        measured = {}
+        for attr, value in wanted:
+            has = torch.tensor([lab.get(attr) == value for lab in labels])
+            measured[(attr, value)] = planes[has].mean(0) - planes[~has].mean(0)
+        labelled = args.strength * torch.stack([measured[(attr, value)] for _, attr, value, _ in cases])
+        variants["labelled"] = (before, head_before + labelled)
+        variants["z_plus_labelled"] = (moved, head_moved + labelled)
+    if args.only:
+        variants = {k: v for k, v in variants.items() if k in args.only.split(",")}
+    results = {}
+    for name, (z, means) in variants.items():
+        judged = generate(z, means)
+        success, kept = [], []
+        for (_, attr, value, _), was, now in zip(cases, judged_before, judged):
+            success.append(now[attr] == value)
+            others = [n for n in JUDGED if n != attr and not (attr.startswith("hair") and n.startswith("hair"))]
+            kept.extend(now[n] == was[n] for n in others)
+        results[name] = {"edit_success": round(float(np.mean(success)), 3),
+                         "edit_preservation": round(float(np.mean(kept)), 3)}
+        print(f"{name:>14}: {results[name]}  ({time.time() - began:.0f} s)", flush=True)
+    figures = {"model": str(args.model), "data": str(args.data), "edits": len(cases), "strength": args.strength,
+               "steps": args.steps, "results": results}
+    if args.out:
+        write_json(args.out, figures)
+    print(json.dumps(figures))
+
+
+if __name__ == "__main__":
+    main()
