@@ -54,6 +54,11 @@ def test_a_model_edits_its_planes_where_its_edits_carry_plane_directions(tiny_se
     measure_edits(data, model, min_subjects=1, log=lambda m: None)
     figures = add_plane_edits(model, tiny_fit_run / "run", min_subjects=1, log=lambda m: None)
     assert figures["plane_measured"] > 0
+    # Measured again with a run that is not one: refused, and the edits on disk are kept whole.
+    kept = (model / "edits" / "model.safetensors").read_bytes()
+    with pytest.raises(DataError, match="tri-plane store"):
+        measure_edits(data, model, min_subjects=1, triplanes=tmp_path / "nowhere", log=lambda m: None)
+    assert (model / "edits" / "model.safetensors").read_bytes() == kept
     pipe = RodinPipeline.from_pretrained(model)
     assert pipe.edits.plane_directions is not None
     pipe._edits = EditDirections(pipe.semantic, labelled=pipe.edits, min_similarity=-1.0)   # a tiny encoder

@@ -139,9 +139,11 @@ def text_head(
 ) -> None:
     """Give a trained base model a text head: prompts start from a ridge regression of the planes on their
     text embedding (fitted on the run's training subjects and their captions) instead of the prior's z."""
+    from rodin.fit.store import TriplaneStore
     from rodin.train.base import data_folder
     from rodin.train.text_head import add_text_head
 
+    TriplaneStore.open(triplanes / "triplanes")          # a wrong run is named as such, before its dataset
     figures = add_text_head(out, triplanes, dataset=data_folder(triplanes, data), log=lambda m: typer.echo(m, err=True))
     typer.echo(f"wrote {out / 'base'}")
     print(json.dumps(figures), flush=True)
@@ -271,11 +273,9 @@ def edits(
 ) -> None:
     """Measure text edits' directions from labelled portraits (no training; seconds). Without them, edits
     follow raw text directions, which move other attributes too (BENCHMARKS.md)."""
-    from rodin.train.edits import EDITS, add_plane_edits, measure_edits
+    from rodin.train.edits import EDITS, measure_edits
 
-    figures = measure_edits(data, out, log=lambda m: typer.echo(m, err=True))
-    if triplanes is not None:
-        figures.update(add_plane_edits(out, triplanes, log=lambda m: typer.echo(m, err=True)))
+    figures = measure_edits(data, out, triplanes=triplanes, log=lambda m: typer.echo(m, err=True))
     typer.echo(f"wrote {out / EDITS}")
     print(json.dumps(figures), flush=True)
 

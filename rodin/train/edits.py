@@ -18,7 +18,7 @@ import torch
 
 from rodin.errors import DataError
 from rodin.io import write_json
-from rodin.modeling import save_component
+from rodin.modeling import load_component, save_component
 
 EDITS = "edits"
 KIND = "labelled-edits"
@@ -63,11 +63,12 @@ def edits_from_data(data: Path | str, semantic, *, digest: str = "", min_subject
 
 
 def measure_edits(data: Path | str, model: Path | str, *, min_subjects: int | None = None, strict: bool = True,
-                  log: Callable[[str], None] = print) -> dict:
-    """Write MODEL/edits from the labelled training portraits of `data`; returns what was measured. With
-    no phrase measurable (too few portraits on some side of every attribute) nothing is written. Data
-    without labelled portraits is a DataError, or with `strict=False` (after training an encoder, whose
-    data may be another renderer's) a logged skip."""
+                  triplanes: Path | None = None, log: Callable[[str], None] = print) -> dict:
+    """Write MODEL/edits from the labelled training portraits of `data`, with plane directions from the fit
+    run `triplanes` if given (`add_plane_edits`); returns what was measured. With no phrase measurable (too
+    few portraits on some side of every attribute) nothing is written. Data without labelled portraits is a
+    DataError, or with `strict=False` (after training an encoder, whose data may be another renderer's) a
+    logged skip. MODEL/edits is written once, after everything was measured."""
     from rodin.semantic.loading import load_semantic
     from rodin.train.encoder import SEMANTIC
 
@@ -88,7 +89,12 @@ def measure_edits(data: Path | str, model: Path | str, *, min_subjects: int | No
     if known == 0:
         log("edits: no attribute had enough portraits on both sides; edits follow raw text directions")
         return figures
-    save_component(edits, model / EDITS, kind=KIND)
+    dtype = None
+    if triplanes is not None:
+        edits, planes = _with_plane_directions(edits, model, Path(triplanes), log=log)
+        figures.update(planes)
+        dtype = torch.float16
+    save_component(edits, model / EDITS, kind=KIND, dtype=dtype)
     index = model / "model_index.json"
     if index.is_file():      # otherwise `rodin train base` writes the index and lists this folder
         raw = json.loads(index.read_text())
@@ -98,26 +104,35 @@ def measure_edits(data: Path | str, model: Path | str, *, min_subjects: int | No
     return figures
 
 
-def add_plane_edits(model: Path | str, run: Path | str, *, data: Path | None = None, chunk: int = 64,
+def add_plane_edits(model: Path | str, run: Path | str, *, data: Path | None = None,
                     min_subjects: int | None = None, log: Callable[[str], None] = print) -> dict:
     """Give MODEL/edits plane directions measured on the training subjects of the fit run RUN (the one the
     base model was trained on; their labels from its dataset), at the base model's resolution."""
-    from rodin.config import BaseModelConfig
-    from rodin.diffusion.base import KIND as BASE_KIND
-    from rodin.diffusion.base import BaseDiffusion
-    from rodin.fit.store import TriplaneStore
-    from rodin.modeling import load_component
-    from rodin.semantic.edit import LabelledEdits, LabelledEditsConfig, plane_edits
-    from rodin.train.base import data_folder, load_plane_sets
-    from rodin.triplane.triplane import resize_planes
+    from rodin.semantic.edit import LabelledEdits, LabelledEditsConfig
 
-    model, run = Path(model), Path(run)
+    model = Path(model)
     if not (model / EDITS / "config.json").is_file():
         raise DataError(f"{model}: no labelled edits (MODEL/edits) to add plane directions to; measure them "
                         "first with `rodin train edits --data DATA`")
     edits = load_component(LabelledEdits, LabelledEditsConfig, model / EDITS, kind=KIND)
-    base = load_component(BaseDiffusion, BaseModelConfig, model / "base", kind=BASE_KIND)
+    edits, figures = _with_plane_directions(edits, model, Path(run), data=data, min_subjects=min_subjects, log=log)
+    save_component(edits, model / EDITS, kind=KIND, dtype=torch.float16)
+    return figures
+
+
+def _with_plane_directions(edits, model: Path, run: Path, *, data: Path | None = None,
+                           min_subjects: int | None = None, chunk: int = 64, log: Callable[[str], None] = print):
+    """(`edits` with plane directions measured on RUN's training subjects, figures)."""
+    from rodin.config import BaseModelConfig
+    from rodin.diffusion.base import KIND as BASE_KIND
+    from rodin.diffusion.base import BaseDiffusion
+    from rodin.fit.store import TriplaneStore
+    from rodin.semantic.edit import plane_edits
+    from rodin.train.base import data_folder, load_plane_sets
+    from rodin.triplane.triplane import resize_planes
+
     store = TriplaneStore.open(run / "triplanes")
+    base = load_component(BaseDiffusion, BaseModelConfig, model / "base", kind=BASE_KIND)
     if store.planes.shape[2] != base.config.unet.channels:
         raise DataError(f"{run}: its tri-planes have {store.planes.shape[2]} channels, the base model reads "
                         f"{base.config.unet.channels}; give the fit run the base was trained on")
@@ -139,9 +154,8 @@ def add_plane_edits(model: Path | str, run: Path | str, *, data: Path | None = N
 
     measured = plane_edits(edits, chunks(), **({} if min_subjects is None else {"min_subjects": min_subjects}))
     known = int((measured.plane_directions.flatten(1).abs().sum(1) > 0).sum())
-    save_component(measured, model / EDITS, kind=KIND, dtype=torch.float16)
     log(f"edits: plane directions of {known} phrases from {len(rows)} fitted subjects")
-    return {"plane_subjects": len(rows), "plane_measured": known}
+    return measured, {"plane_subjects": len(rows), "plane_measured": known}
 
 
 __all__ = ["EDITS", "KIND", "add_plane_edits", "edits_from_data", "encoder_digest", "measure_edits"]
