@@ -42,8 +42,6 @@ from rodin.train.base import load_plane_sets
 from rodin.train.encoder import sentence_vectors
 from rodin.triplane.triplane import resize_planes
 
-WHOLE, PARTIAL = 8, 8
-
 
 class GivenMean(torch.nn.Module):
     """Stands in for the mean-planes head: returns the roll-outs set on it, whatever z it is given."""
@@ -74,9 +72,13 @@ def main() -> None:
     parser.add_argument("--prompts", type=int, default=100)
     parser.add_argument("--seed", type=int, default=0)
     parser.add_argument("--cache", type=Path, default=Path("runs/text_planes_captions.safetensors"))
+    parser.add_argument("--whole", type=int, default=8, help="whole-caption wordings per subject")
+    parser.add_argument("--partial", type=int, default=8, help="wordings naming 1-3 attributes per subject")
+    parser.add_argument("--no-sampling", action="store_true", help="only the regressions' own planes")
     parser.add_argument("--out", type=Path)
     args = parser.parse_args()
     began = time.time()
+    whole, partial = args.whole, args.partial
 
     torch.manual_seed(0)
     pipe = RodinPipeline.from_pretrained(args.model)
@@ -87,8 +89,8 @@ def main() -> None:
     # Training planes, and the text of every wording of every training subject.
     store = TriplaneStore.open(args.triplanes / "triplanes")
     train_rows, _ = load_plane_sets(store)
-    texts = load_portrait_set(args.data, split="train", size=64, front_degrees=0.0, captions_per_subject=WHOLE,
-                              partial_captions=PARTIAL)
+    texts = load_portrait_set(args.data, split="train", size=64, front_degrees=0.0, captions_per_subject=whole,
+                              partial_captions=partial)
     where = {sid: k for k, sid in enumerate(texts.ids)}
     train_rows = [r for r in train_rows if store.ids[r] in where]
     words = [texts.captions[where[store.ids[r]]] for r in train_rows]
@@ -100,10 +102,11 @@ def main() -> None:
                                                          base.config.unet.resolution))
                             for i in range(0, len(train_rows), 64)])
     mean = planes.mean(0)
-    per = WHOLE + PARTIAL
+    per = whole + partial
     subject_of = torch.arange(len(train_rows)).repeat_interleave(per)
     wording = torch.arange(per).repeat(len(train_rows))
-    row_sets = {"whole": wording < WHOLE, "partial": wording >= WHOLE, "both": torch.ones_like(wording, dtype=bool)}
+    row_sets = {"whole": wording < whole, "partial": wording >= whole, "both": torch.ones_like(wording, dtype=bool)}
+    row_sets = {k: v for k, v in row_sets.items() if v.any()}
 
     # The evaluation's prompts.
     held = [json.loads((f / "attributes.json").read_text()) for f, split in dataset_subjects(args.data)
@@ -165,11 +168,12 @@ def main() -> None:
             base.mean_planes = head
         return base.normalise(torch.cat(out))
 
-    record("sampled_prior_z", read(sampled(None)))
-    record("sampled_prior_z_ridge_mean", {**read(sampled(best_planes)), "ridge": best})
+    if not args.no_sampling:
+        record("sampled_prior_z", read(sampled(None)))
+        record("sampled_prior_z_ridge_mean", {**read(sampled(best_planes)), "ridge": best})
     figures = {"model": str(args.model), "triplanes": str(args.triplanes), "data": str(args.data),
                "prompts": len(prompts), "train_subjects": len(train_rows), "steps": args.steps,
-               "wordings": {"whole": WHOLE, "partial": PARTIAL}, "results": results,
+               "wordings": {"whole": whole, "partial": partial}, "results": results,
                "wall_s": round(time.time() - began, 1)}
     if args.out:
         write_json(args.out, figures)
