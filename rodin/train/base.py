@@ -24,7 +24,7 @@ from diffusers.training_utils import EMAModel
 from rodin.config import BaseModelConfig, DecoderConfig, Preset, RenderConfig, TrainConfig
 from rodin.diffusion.base import KIND as BASE_KIND
 from rodin.diffusion.base import BaseDiffusion, denoising_loss, diffusion_target, predicted_clean
-from rodin.diffusion.mean_planes import MEAN_HEADS, RidgeSums, fit_ridge
+from rodin.diffusion.mean_planes import MEAN_HEADS
 from rodin.errors import ConfigError, DataError
 from rodin.fit.run import DECODER_KIND, list_sources
 from rodin.fit.store import TriplaneStore
@@ -44,7 +44,7 @@ from rodin.train.render_loss import RenderTerm
 from rodin.train.sharding import check_fsdp
 from rodin.train.steps import finished_figures, train_steps
 from rodin.train.text_head import CACHE as TEXT_CACHE
-from rodin.train.text_head import caption_texts, fit_text_head
+from rodin.train.text_head import caption_texts, fit_planes_head, fit_text_head
 from rodin.triplane.decoder import TriplaneDecoder
 from rodin.triplane.triplane import resize_planes
 
@@ -296,25 +296,11 @@ def train_base(
     return figures
 
 
-@torch.no_grad()
-def fit_linear_head(model: BaseDiffusion, store: TriplaneStore, rows: list[int], latents: torch.Tensor,
-                    chunk: int = 64) -> float:
-    """Set the linear mean-planes head to the ridge regression of the training roll-outs on their z, in two
-    streamed passes over the store (the mean, then the sums), and freeze it: the closed form is the optimum
-    of the head's own loss, so gradient steps on it could only fit the training subjects closer."""
-    resolution = model.config.unet.resolution
-    chunks = [list(range(i, min(i + chunk, len(rows)))) for i in range(0, len(rows), chunk)]
-
-    def rolled(part: list[int]) -> torch.Tensor:
-        return model.normalise(resize_planes(store.get([rows[i] for i in part]).float(), resolution))
-
-    mean = sum(rolled(part).sum(0) for part in chunks) / len(rows)
-    sums = RidgeSums(mean)
-    for part in chunks:
-        sums.add(latents[part].float(), rolled(part))
-    penalty = fit_ridge(model.mean_planes, sums)
-    model.mean_planes.requires_grad_(False)
-    return penalty
+def fit_linear_head(model: BaseDiffusion, store: TriplaneStore, rows: list[int], latents: torch.Tensor) -> float:
+    """Set the linear mean-planes head to the ridge regression of the training roll-outs on their z, and
+    freeze it: the closed form is the optimum of the head's own loss, so gradient steps on it could only fit
+    the training subjects closer."""
+    return fit_planes_head(model, model.mean_planes, store, rows, latents[:, None])
 
 
 class PortraitLatents:

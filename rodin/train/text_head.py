@@ -49,12 +49,13 @@ def caption_texts(encoder, dataset: Path, ids: list[str], cache: Path,
 
 
 @torch.no_grad()
-def fit_text_head(model: BaseDiffusion, store: TriplaneStore, rows: list[int], texts: torch.Tensor, *,
-                  chunk: int = 64) -> float:
-    """Set `model.text_planes` to the ridge regression of the roll-outs of `rows` on `texts` (N, K, D), one
-    row per wording, and freeze it; returns the penalty chosen."""
-    if model.text_planes is None:
-        raise ValueError("the model has no text head (BaseModelConfig.text_head)")
+def fit_planes_head(model: BaseDiffusion, head, store: TriplaneStore, rows: list[int], features: torch.Tensor, *,
+                    chunk: int = 64) -> float:
+    """Set the linear `head` (a `MeanPlanes`) of `model` to the ridge regression of the normalised roll-outs
+    of `rows` on `features` (N, K, D): K rows per subject (its z, or its captions' embeddings), in two
+    streamed passes over the store (the mean, then the sums); the penalty is chosen on every tenth subject,
+    all K of its rows together. The head is frozen (the closed form is its own loss's optimum); returns the
+    penalty."""
     resolution = model.config.unet.resolution
     parts = [list(range(i, min(i + chunk, len(rows)))) for i in range(0, len(rows), chunk)]
 
@@ -63,14 +64,22 @@ def fit_text_head(model: BaseDiffusion, store: TriplaneStore, rows: list[int], t
 
     mean = sum(rolled(part).sum(0) for part in parts) / len(rows)
     sums = RidgeSums(mean)
-    wordings = texts.shape[1]
+    per = features.shape[1]
     for part in parts:
-        planes = rolled(part).repeat_interleave(wordings, dim=0)
-        subjects = torch.tensor(part).repeat_interleave(wordings)
-        sums.add(texts[part].flatten(0, 1).float(), planes, check=subjects % sums.every == 0)
-    penalty = fit_ridge(model.text_planes, sums)
-    model.text_planes.requires_grad_(False)
+        subjects = torch.tensor(part).repeat_interleave(per)
+        sums.add(features[part].flatten(0, 1).float(), rolled(part).repeat_interleave(per, dim=0),
+                 check=subjects % sums.every == 0)
+    penalty = fit_ridge(head, sums)
+    head.requires_grad_(False)
     return penalty
+
+
+def fit_text_head(model: BaseDiffusion, store: TriplaneStore, rows: list[int], texts: torch.Tensor) -> float:
+    """Set `model.text_planes` to the ridge regression of the roll-outs of `rows` on `texts` (N, K, D), one
+    row per wording; returns the penalty chosen."""
+    if model.text_planes is None:
+        raise ValueError("the model has no text head (BaseModelConfig.text_head)")
+    return fit_planes_head(model, model.text_planes, store, rows, texts)
 
 
 def add_text_head(model_dir: Path, run: Path, *, dataset: Path, log: Callable[[str], None] = print) -> dict:
