@@ -19,7 +19,13 @@ of read from the text head: the mean normalised planes of the subjects that have
 the mean of those that do not (as `rodin train edits` measures z directions on labelled portraits):
 
 - `labelled`: z unedited, its head's planes plus strength x that delta;
-- `z_plus_labelled`: the moved z, its head's planes plus strength x that delta.
+- `z_plus_labelled`: the moved z, its head's planes plus strength x that delta;
+- `labelled_after`: no new sampling: the unedited avatar's planes plus strength x that delta;
+- `labelled_resample`: the unedited avatar's planes plus strength x that delta, noised back to half the
+  schedule and denoised with the edited head planes (SDEdit), from the same noise.
+
+With --routed, the deltas are not measured here but taken as the product picks them from the edit's text:
+`pipe.edit_planes(text, strength)` (MODEL/edits' plane directions, already times `plane_gain`).
 """
 
 from __future__ import annotations
@@ -49,6 +55,7 @@ def main() -> None:
     parser.add_argument("--subjects", type=int, default=100)
     parser.add_argument("--edits", type=int, default=100)
     parser.add_argument("--triplanes", type=Path, help="the base's fit run, for the labelled deltas")
+    parser.add_argument("--routed", action="store_true", help="deltas as the product routes the edit texts")
     parser.add_argument("--only", default="", help="variants to run, comma-separated (default: all)")
     parser.add_argument("--out", type=Path)
     args = parser.parse_args()
@@ -69,12 +76,15 @@ def main() -> None:
     latents = torch.cat([pipe.encode_image(f / "portrait.png") for f, _ in chosen])
     noise_seed = 20_000
 
+    def sample(z: torch.Tensor, means: torch.Tensor | None = None) -> torch.Tensor:
+        return _generate(pipe, z, seed=noise_seed, batch=16, steps=args.steps, means=means)
+
     def generate(z: torch.Tensor, means: torch.Tensor | None = None) -> list[dict]:
-        return judge_planes(judge, pipe, _generate(pipe, z, seed=noise_seed, batch=16, steps=args.steps,
-                                                   means=means))
+        return judge_planes(judge, pipe, sample(z, means))
 
     before = torch.stack([latents[row] for row, *_ in cases])
-    judged_before = generate(before)
+    planes_before = sample(before)
+    judged_before = judge_planes(judge, pipe, planes_before)
     moved = torch.cat([pipe.edit_latent(latents[row:row + 1], text, strength=args.strength)
                        for row, _, _, text in cases])
     with torch.no_grad():
@@ -85,7 +95,10 @@ def main() -> None:
         head_before, head_moved = base.mean_planes(before), base.mean_planes(moved)
     variants = {"z": (moved, None), "z_and_delta": (moved, head_before + delta), "delta": (before, head_before + delta),
                 "z_plus_delta": (moved, head_moved + delta)}
-    if args.triplanes:
+    labelled = None
+    if args.routed:
+        labelled = torch.cat([pipe.edit_planes(text, strength=args.strength) for *_, text in cases])
+    elif args.triplanes:
         from rodin.fit.store import TriplaneStore
         from rodin.train.base import load_plane_sets
         from rodin.triplane.triplane import resize_planes
@@ -103,13 +116,25 @@ def main() -> None:
             has = torch.tensor([lab.get(attr) == value for lab in labels])
             measured[(attr, value)] = planes[has].mean(0) - planes[~has].mean(0)
         labelled = args.strength * torch.stack([measured[(attr, value)] for _, attr, value, _ in cases])
+    if labelled is not None:
         variants["labelled"] = (before, head_before + labelled)
         variants["z_plus_labelled"] = (moved, head_moved + labelled)
+    if labelled is not None:
+        with torch.no_grad():
+            after = planes_before + base.denormalise(labelled) - base.denormalise(torch.zeros_like(labelled))
+        variants["labelled_after"] = (None, after)
+        variants["labelled_resample"] = (before, ("resample", planes_before, head_before + labelled))
     if args.only:
         variants = {k: v for k, v in variants.items() if k in args.only.split(",")}
     results = {}
     for name, (z, means) in variants.items():
-        judged = generate(z, means)
+        if z is None:
+            judged = judge_planes(judge, pipe, means)
+        elif isinstance(means, tuple):
+            judged = judge_planes(judge, pipe, _resampled(pipe, z, means[1], means[2], labelled, seed=noise_seed,
+                                                          steps=args.steps))
+        else:
+            judged = generate(z, means)
         success, kept = [], []
         for (_, attr, value, _), was, now in zip(cases, judged_before, judged):
             success.append(now[attr] == value)
@@ -123,6 +148,27 @@ def main() -> None:
     if args.out:
         write_json(args.out, figures)
     print(json.dumps(figures))
+
+
+@torch.no_grad()
+def _resampled(pipe, z: torch.Tensor, planes: torch.Tensor, means: torch.Tensor, delta: torch.Tensor, *, seed: int,
+               steps: int, start: float = 0.5) -> torch.Tensor:
+    """SDEdit: the unedited planes moved by delta (normalised units), noised to `start` of the schedule with
+    each row's own noise, then denoised in `steps` * `start` DDIM steps with the edited head planes."""
+    from rodin.diffusion.base import sampling_scheduler
+
+    base = pipe.base
+    x0 = base.normalise(planes) + delta
+    generators = [torch.Generator().manual_seed(seed + 7_000 + k) for k in range(len(z))]
+    noise = torch.stack([torch.randn(x0.shape[1:], generator=g) for g in generators])
+    scheduler = sampling_scheduler(base.config.diffusion)
+    scheduler.set_timesteps(steps)
+    timesteps = scheduler.timesteps[int(len(scheduler.timesteps) * (1 - start)):]
+    x = scheduler.add_noise(x0, noise, timesteps[:1].repeat(len(z)))
+    for t in timesteps:
+        out = base(x, t.repeat(len(z)), z, mean=means)
+        x = scheduler.step(out, t, x).prev_sample
+    return base.denormalise(x)
 
 
 if __name__ == "__main__":

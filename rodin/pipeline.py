@@ -432,7 +432,8 @@ class RodinPipeline:
         return self.sample(latent, seed=seed,
                            guidance_scale=guidance_scale if guidance_scale is not None
                            else avatar.info.get("guidance_scale"),
-                           steps=steps or avatar.info.get("steps"), info=info, mean=mean)
+                           steps=steps or avatar.info.get("steps"), info=info, mean=mean,
+                           upsample=bool(avatar.info.get("upsampled", True)))
 
 
 def _check_stages_fit(path: Path, decoder, base, upsampler, refiner) -> None:

@@ -136,3 +136,13 @@ def test_measured_edits_are_loaded_and_dropped_when_the_encoder_changes(tiny_sem
     said = []
     assert measure_edits(unlabelled, fresh, strict=False, log=said.append)["measured"] == 0
     assert any("not measured" in line for line in said) and not (fresh / "edits").exists()
+
+
+def test_edits_are_routed_in_a_named_space_only():
+    from rodin.errors import ConfigError
+    from rodin.semantic.edit import LabelledEditsConfig
+
+    assert LabelledEditsConfig().routing == "sentence"
+    assert LabelledEditsConfig(routing="encoder").sharpness == LabelledEditsConfig().temperature
+    with pytest.raises(ConfigError, match="routing 'clip'"):
+        LabelledEditsConfig(routing="clip")

@@ -13,6 +13,11 @@ theirs, so paraphrases find their phrase, and z moves by `strength` times `gain`
 labelled difference. On held-out portraits this is what the judge sees succeed (BENCHMARKS.md, "Edits
 along labelled directions").
 
+Phrases are picked in the frozen sentence backbone's space (MiniLM, `rodin.semantic.text`), not in the
+encoder's: the contrastive text tower, trained on captions that name every attribute at once, hardly tells
+"in a green top" from "with green hair", while the backbone does (BENCHMARKS.md, "Routing edits by the
+sentence backbone"). `LabelledEditsConfig.routing = "encoder"` picks them as before.
+
 Labelled edits may also carry plane directions (`rodin train edits --triplanes RUN`): per phrase, the mean
 tri-plane of the fit run's training subjects that have what it names minus the mean of the others, at the
 base model's resolution. With them the pipeline adds `strength` times `plane_gain` times the picked plane
@@ -37,9 +42,9 @@ import torch
 from torch import Tensor, nn
 
 from rodin.data import avatar as a
-from rodin.errors import DataError
+from rodin.errors import ConfigError, DataError
 from rodin.semantic.space import SemanticEncoder, embedding_from_latent, latent_from_embedding, normalise
-from rodin.semantic.text import check_prompt
+from rodin.semantic.text import check_prompt, shared_embedder
 
 SOURCE = "a person"
 # Below this cosine to every known attribute direction, an edit names nothing the model knows. Measured on
@@ -47,6 +52,7 @@ SOURCE = "a person"
 # "with a spaceship", "the quick brown fox", "as a robot" and "older" reach only 0.63-0.71.
 MIN_KNOWN_SIMILARITY = 0.74
 MIN_LABELLED_SUBJECTS = 5   # portraits needed on each side of an attribute to measure its direction
+ROUTINGS = ("sentence", "encoder")
 EXAMPLES = "'with red hair', 'wearing glasses', 'smiling', 'with a beard', 'in a blue hoodie'"
 
 
@@ -74,6 +80,7 @@ def _labelled_phrases() -> tuple[tuple[str, tuple[tuple[str, str], ...]], ...]:
               ("without a hat", [("hat", "none")])]
     pairs += [(f"in a {c} {k}", [("clothing_colour", c), ("clothing", k)])
               for c in a.CLOTH_COLOURS for k in ("t-shirt", "hoodie", "suit")]
+    pairs += [(f"dressed in {c} clothing", [("clothing_colour", c)]) for c in a.CLOTH_COLOURS]
     pairs += [("in a turtleneck", [("clothing", "turtleneck")]), ("in a polo shirt", [("clothing", "polo")]),
               ("smiling", [("expression", "smile")]), ("with an open mouth", [("expression", "open")]),
               ("with a neutral expression", [("expression", "neutral")])]
@@ -97,13 +104,23 @@ class LabelledEditsConfig:
 
     dim: int = 64                                             # the embedding size of the encoder
     phrases: tuple[str, ...] = tuple(attribute_phrases())     # one direction per phrase, in this order
-    temperature: float = 30.0     # sharpness of the softmax that picks phrases by their text similarity
+    routing: str = "sentence"     # where phrases are picked: "sentence" (the frozen backbone) or "encoder"
+    temperature: float = 30.0     # sharpness of the softmax that picks phrases, in the encoder's space
+    sentence_temperature: float = 100.0   # the same in the sentence backbone's space
     gain: float = 2.0             # strength 1 moves z by this many mean differences
     encoder_digest: str = ""      # sha256 of the semantic encoder's weights the portraits were read with
     subjects: int = 0             # labelled portraits the directions were measured on
     plane_shape: tuple[int, ...] = ()     # (3, C, H, W) of the plane directions; () for none
     plane_gain: float = 2.0       # strength 1 moves the planes by this many mean differences
     plane_subjects: int = 0       # fitted subjects the plane directions were measured on
+
+    def __post_init__(self) -> None:
+        if self.routing not in ROUTINGS:
+            raise ConfigError(f"labelled edits: routing {self.routing!r} is not one of {', '.join(ROUTINGS)}")
+
+    @property
+    def sharpness(self) -> float:
+        return self.sentence_temperature if self.routing == "sentence" else self.temperature
 
 
 class LabelledEdits(nn.Module):
@@ -129,7 +146,7 @@ class LabelledEdits(nn.Module):
         """An edit's direction from its unit text direction (D,) and that direction's cosines to each
         phrase's (P,): the phrases' labelled directions weighed by a sharp softmax of the cosines; the
         weight of phrases the data could not measure goes along the text direction itself."""
-        weights = torch.softmax(self.config.temperature * similarity.float(), dim=-1)
+        weights = torch.softmax(self.config.sharpness * similarity.float(), dim=-1)
         known = self.known
         labelled = self.config.gain * (weights[known] @ self.directions[known].float())
         return labelled + weights[~known].sum() * text_direction.float()
@@ -140,7 +157,7 @@ class LabelledEdits(nn.Module):
         phrase's weight adds nothing). None without plane directions."""
         if self.plane_directions is None:
             return None
-        weights = torch.softmax(self.config.temperature * similarity.float(), dim=-1)
+        weights = torch.softmax(self.config.sharpness * similarity.float(), dim=-1)
         flat = self.plane_directions.float().flatten(1)
         return (weights @ flat).reshape(self.config.plane_shape)
 
@@ -203,6 +220,12 @@ def labelled_edits(embeddings: Tensor, attributes: list[dict], *, encoder_digest
     return edits
 
 
+def _text_directions(encode, phrases) -> Tensor:
+    """(P, D) unit directions from "a person" to "a person PHRASE" for each phrase, by `encode`."""
+    texts = encode([SOURCE] + [f"{SOURCE} {p}" for p in phrases]).cpu()
+    return normalise(texts[1:] - texts[:1])
+
+
 class EditDirections:
     """Edit directions of one encoder (taken from labelled portraits, or mapped through its latent prior,
     when given), with the known attribute directions to check edits against."""
@@ -221,12 +244,10 @@ class EditDirections:
         self.min_similarity = min_similarity
         self._directions: dict[str, Tensor] = {}
         self._planes: dict[str, Tensor | None] = {}
-        phrases = attribute_phrases()
-        texts = encoder.encode_texts([SOURCE] + [f"{SOURCE} {p}" for p in phrases]).cpu()
-        self.known = normalise(texts[1:] - texts[:1])
+        self.known = _text_directions(encoder.encode_texts, attribute_phrases())
         if labelled is not None:
-            texts = encoder.encode_texts([SOURCE] + [f"{SOURCE} {p}" for p in labelled.config.phrases]).cpu()
-            self._labelled_texts = normalise(texts[1:] - texts[:1])
+            self._route = encoder.encode_texts if labelled.config.routing == "encoder" else shared_embedder()
+            self._labelled_texts = _text_directions(self._route, labelled.config.phrases)
 
     def direction(self, edit: str) -> Tensor:
         """The direction (D,) of an edit (a unit vector unless labelled); a DataError if it names nothing
@@ -253,13 +274,19 @@ class EditDirections:
         if self.labelled is None or self.labelled.plane_directions is None:
             return None
         if edit not in self._planes:
-            self._planes[edit] = self.labelled.plane_direction(self._labelled_texts @ self._text_direction(edit))
+            self._text_direction(edit)         # refuses an edit that names nothing the model knows
+            self._planes[edit] = self.labelled.plane_direction(self._routing_similarity(edit))
         return self._planes[edit]
+
+    def _routing_similarity(self, edit: str) -> Tensor:
+        """(P,) cosines of the edit's text direction to each labelled phrase's, in the routing space."""
+        texts = self._route(list(edit_texts(edit))).cpu()
+        return self._labelled_texts @ normalise(texts[1] - texts[0])
 
     def _direction(self, edit: str) -> Tensor:
         delta = self._text_direction(edit)
         if self.labelled is not None:
-            return self.labelled.direction(delta, self._labelled_texts @ delta)
+            return self.labelled.direction(delta, self._routing_similarity(edit))
         if self.prior is None:
             return delta
         return self._through_prior(self.encoder.encode_texts(list(edit_texts(edit))).cpu())
