@@ -5,11 +5,13 @@ normalised plane units, as a share of the held-out planes' variance around the t
 figure `rodin train base` logs as heldout_mean_error), and by the judge reading renders of its planes.
 
     .venv/bin/python benchmarks/mean_head_capacity.py MODEL --triplanes RUN --data DATA [--steps 1500]
-        [--widths 32,64] [--subjects 40] [--out F.json]
+        [--widths 32,64] [--subjects 40] [--knn 1,4,16] [--out F.json]
 
 RUN is the fit the base model was trained on (its training split trains every regression here). Answers
 whether the head is short of capacity (a wider head or a longer fit does better) or z is short of
-information (every regression stops at the same error, the linear one included).
+information (every regression stops at the same error, the linear one included). With --knn, also the
+mean planes of the k training subjects whose z lie nearest (cosine): a retrieval in place of a regression,
+whose planes are real subjects' rather than an average over all of them.
 """
 
 from __future__ import annotations
@@ -63,6 +65,7 @@ def main() -> None:
     parser.add_argument("--steps", type=int, default=1500)
     parser.add_argument("--widths", default="32,64", help="widths of heads trained alone (\"\" for none)")
     parser.add_argument("--subjects", type=int, default=40, help="held-out subjects the judge reads")
+    parser.add_argument("--knn", default="", help="k of nearest-neighbour retrievals, comma-separated")
     parser.add_argument("--out", type=Path)
     args = parser.parse_args()
 
@@ -122,6 +125,11 @@ def main() -> None:
             record(f"head_{width}_alone", head(held_z),
                    params=sum(p.numel() for p in head.parameters()), seconds=round(seconds, 1),
                    train_error_share=round(error_share(head(train_z), train_planes, train_mean), 4))
+
+    similarity = F.normalize(held_z, dim=-1) @ F.normalize(train_z, dim=-1).T
+    for k in (int(k) for k in args.knn.split(",") if k.strip()):
+        nearest = similarity.topk(k, dim=-1).indices
+        record(f"knn_{k}", train_planes[nearest].mean(1))
 
     figures = {"model": args.model, "triplanes": str(args.triplanes), "train_subjects": len(train_rows),
                "heldout_subjects": len(held_rows), "judged_subjects": len(seen), "steps": args.steps,
