@@ -18,6 +18,8 @@ Variants:
   than they differ (silhouette edges, the fit's noise) add nothing;
 - `mean:headspan`: the difference of means projected on what the linear mean-planes head can draw (the
   span of its weights' columns): the nearest change of the planes the base model is trained to start from;
+- `...:zmove` (a modifier): z moves too, by the least-squares change whose linear-head planes are the
+  direction (so the UNet reads a z that agrees with the planes it starts from);
 - `subject`: a control: a random training subject's deviation from the mean, scaled to the `mean`
   direction's norm: a change of the same size that targets nothing.
 
@@ -137,7 +139,8 @@ def main() -> None:
         pca = [int(r[3:]) for r in rest if r.startswith("pca")]
         shrink = [float(r[6:]) for r in rest if r.startswith("shrink")]
         span = "headspan" in rest
-        rest = [r for r in rest if not r.startswith(("pca", "shrink", "headspan"))]
+        zmove = "zmove" in rest
+        rest = [r for r in rest if not r.startswith(("pca", "shrink", "headspan", "zmove"))]
         if kind == "mean":
             dirs = mean_difference(shrink[0] if shrink else 0.0)
         elif kind == "joint":
@@ -155,7 +158,12 @@ def main() -> None:
             dirs = {key: basis @ (basis.T @ d) for key, d in dirs.items()}
         delta = torch.stack([args.gain * dirs[(attr, value)].float().reshape(planes.shape[1:])
                              for _, attr, value, _ in cases])
-        edited = _generate(pipe, before, seed=noise_seed, batch=16, steps=args.steps, means=head_before + delta)
+        moved = before
+        if zmove:
+            weight = base.mean_planes.linear.weight.detach().double()
+            change = torch.linalg.lstsq(weight, delta.flatten(1).double().T).solution.T.float()
+            moved = before + change
+        edited = _generate(pipe, moved, seed=noise_seed, batch=16, steps=args.steps, means=head_before + delta)
         judged = judge_planes(judge, pipe, edited)
         success, kept = [], []
         for (_, attr, value, _), was, now in zip(cases, judged_before, judged):
