@@ -301,6 +301,14 @@ class RodinPipeline:
             self._edits = EditDirections(self._text_encoder(), labelled=self.edits)
         return self._edits
 
+    def edit_reading(self, edit: str) -> str | None:
+        """How the model read an edit, in words ("'dressed in green clothing' 0.96"); None where it has no
+        labelled edits (it follows the raw text direction)."""
+        phrases = self._edit_directions().reading(edit)
+        if not phrases:
+            return None
+        return ", ".join(f"'{phrase}' {weight:.2f}" for phrase, weight in phrases)
+
     def edit_latent(self, latent: torch.Tensor, edit: str, *, strength: float = 1.0) -> torch.Tensor:
         """z moved along the text direction of `edit` (`rodin.semantic.edit`)."""
         return self._edit_directions().apply(latent, edit, strength=strength)

@@ -73,6 +73,9 @@ def test_an_edit_follows_the_labelled_direction_of_its_phrase():
     assert float(normalise(moved) @ normalise(ginger)) > 0.99        # its own phrase takes the softmax
     assert float(moved.norm()) == pytest.approx(edits.config.gain * float(ginger.norm()), rel=0.02)
     plain = EditDirections(_HashedTexts()).direction("with ginger hair")
+    (phrase, weight), *_ = directions.reading("with ginger hair")      # what a user is told the edit meant
+    assert phrase == "with ginger hair" and weight > 0.9
+    assert EditDirections(_HashedTexts()).reading("with ginger hair") == []
     assert float(normalise(moved) @ plain) < 0.9                   # not the raw text difference
     # An unmeasured phrase's weight goes along the text direction instead of another attribute's.
     mohawk = directions.direction("with a mohawk")
@@ -111,6 +114,7 @@ def test_measured_edits_are_loaded_and_dropped_when_the_encoder_changes(tiny_sem
     edited = pipe.edit(avatar, edit="with ginger hair", steps=2)
     assert torch.isfinite(edited.planes).all() and not torch.equal(edited.latent, avatar.latent)
     assert pipe._edits.labelled is pipe.edits
+    assert pipe.edit_reading("with ginger hair").startswith("'with ginger hair' ")
     # Directions measured with another encoder are ignored, with a warning.
     config = model / "edits" / "config.json"
     raw = json.loads(config.read_text())

@@ -133,6 +133,9 @@ def edit(
     else:
         before = pipe(image=source, seed=seed)
     after = pipe.edit(before, edit=edit, strength=strength)
+    reading = pipe.edit_reading(edit)
+    if reading:
+        typer.echo(f"edit: {edit!r} read as {reading}", err=True)
     with discard_on_failure(out):
         write_outputs(after, out, frames=frames, resolution=resolution, mesh_resolution=mesh_resolution, mesh=mesh,
                       before=before)

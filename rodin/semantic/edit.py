@@ -278,6 +278,17 @@ class EditDirections:
             self._planes[edit] = self.labelled.plane_direction(self._routing_similarity(edit))
         return self._planes[edit]
 
+    def reading(self, edit: str, *, top: int = 2, least: float = 0.05) -> list[tuple[str, float]]:
+        """The labelled phrases an edit was read as, with their weights (the `top` heaviest of at least
+        `least`): what to tell a user whose edit did something unexpected. Empty without labelled edits."""
+        if self.labelled is None:
+            return []
+        self._text_direction(edit)
+        weights = torch.softmax(self.labelled.config.sharpness * self._routing_similarity(edit).float(), dim=-1)
+        best = weights.topk(min(top, len(weights)))
+        return [(self.labelled.config.phrases[int(i)], float(w)) for w, i in zip(best.values, best.indices)
+                if float(w) >= least]
+
     def _routing_similarity(self, edit: str) -> Tensor:
         """(P,) cosines of the edit's text direction to each labelled phrase's, in the routing space."""
         texts = self._route(list(edit_texts(edit))).cpu()
