@@ -143,6 +143,21 @@ def test_studio_makes_edits_and_refuses_with_one_line(tiny_semantic_model, tiny_
     assert set((tmp_path / "work").iterdir()) == before                 # a refused request leaves nothing behind
 
 
+def test_studio_says_how_it_read_an_edit(tiny_semantic_model, tiny_fit_run, tmp_path):
+    import shutil
+
+    from rodin.train.edits import measure_edits
+
+    model = tmp_path / "model"
+    shutil.copytree(tiny_semantic_model, model)
+    measure_edits(tiny_fit_run / "data", model, min_subjects=1, log=lambda m: None)
+    studio = studio_of(model, tmp_path / "work")
+    drawn = studio.generate(prompt="a person", seed=1)
+    edited = studio.edit(request=drawn.request, edit="with blue hair")
+    assert "The edit was read as 'with blue hair' " in edited.message
+    assert "read as" not in drawn.message
+
+
 # --- the served page ------------------------------------------------------------------------------------------
 @pytest.fixture(scope="module")
 def served(tiny_semantic_model, tmp_path_factory):

@@ -172,6 +172,9 @@ class Studio:
         seed = "" if request.image is None and request.prompt is None else f" (seed {request.seed})"
         message = (f"Avatar {what} {request.describe()}{seed}, by the model {Path(pipe.path).name}, "
                    f"in {time.perf_counter() - started:.1f} s.")
+        reading = pipe.edit_reading(edit) if edit is not None else None
+        if reading:
+            message += f" The edit was read as {reading}."
         if note:
             message += f" Note: {note}."
         self._prune(folder)
