@@ -244,6 +244,7 @@ class EditDirections:
         self.min_similarity = min_similarity
         self._directions: dict[str, Tensor] = {}
         self._planes: dict[str, Tensor | None] = {}
+        self._routed: dict[str, Tensor] = {}
         self.known = _text_directions(encoder.encode_texts, attribute_phrases())
         if labelled is not None:
             self._route = encoder.encode_texts if labelled.config.routing == "encoder" else shared_embedder()
@@ -291,8 +292,10 @@ class EditDirections:
 
     def _routing_similarity(self, edit: str) -> Tensor:
         """(P,) cosines of the edit's text direction to each labelled phrase's, in the routing space."""
-        texts = self._route(list(edit_texts(edit))).cpu()
-        return self._labelled_texts @ normalise(texts[1] - texts[0])
+        if edit not in self._routed:        # z, plane and reading of one edit share one encoding
+            texts = self._route(list(edit_texts(edit))).cpu()
+            self._routed[edit] = self._labelled_texts @ normalise(texts[1] - texts[0])
+        return self._routed[edit]
 
     def _direction(self, edit: str) -> Tensor:
         delta = self._text_direction(edit)
