@@ -304,6 +304,25 @@ class JudgeTrainConfig:
 
 
 @dataclass(frozen=True)
+class ReaderTrainConfig:
+    """The prompt reader's training (`rodin train reader`, rodin.train.reader)."""
+
+    captions: int = 24_000        # generated captions to learn from (a twentieth held out)
+    steps: int = 1_000            # more fits the captions' wording better and other wording worse
+    batch: int = 256              # captions per step (one cached chunk of token states)
+    lr: float = 2e-3
+    token_dropout: float = 0.2    # tokens hidden at random while training, so no single word is leaned on
+    reworded: float = 0.5         # share of the captions written in other words (rodin.train.reader_wording)
+    weight_decay: float = 0.01
+    seed: int = 0
+
+    def __post_init__(self) -> None:
+        if self.captions < 2 * self.batch:
+            raise ConfigError(f"reader training: captions ({self.captions}) must be at least twice the batch "
+                              f"({self.batch}), so that some are held out")
+
+
+@dataclass(frozen=True)
 class EvalConfig:
     """What `rodin train all` measures at the end: `rodin eval samples` with the judge's features."""
 
@@ -327,6 +346,7 @@ class Preset:
     train_encoder: EncoderTrainConfig = field(default_factory=EncoderTrainConfig)
     prior: PriorConfig = field(default_factory=PriorConfig)
     train_prior: TrainConfig = field(default_factory=TrainConfig)
+    train_reader: ReaderTrainConfig = field(default_factory=ReaderTrainConfig)
     upsampler: UpsamplerConfig = field(default_factory=UpsamplerConfig)
     train_upsampler: TrainConfig = field(default_factory=TrainConfig)
     refiner: RefinerConfig = field(default_factory=RefinerConfig)
@@ -360,6 +380,7 @@ PRESETS: dict[str, Preset] = {
             prediction="sample", sample_steps=10, guidance_scale=2.0, latent_dropout=0.2)),
         train_prior=TrainConfig(steps=200, batch=32, lr=2e-3, warmup=10, ema_decay=0.99, checkpoint_every=100,
                                 sample_every=0, log_every=20),
+        train_reader=ReaderTrainConfig(captions=1024, steps=100, batch=128),
         upsampler=UpsamplerConfig(
             residual=True,
             unet=UNetConfig(channels=8, resolution=32, width=16, multipliers=(1, 2), blocks=1,

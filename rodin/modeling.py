@@ -97,9 +97,11 @@ def load_component(cls: type[M], config_cls: type, folder: Path | str, *, kind: 
         if tuple(tensor.shape) != tuple(want.shape):
             raise DataError(f"{weights_path}: tensor {name!r} has shape {tuple(tensor.shape)}, "
                             f"config expects {tuple(want.shape)}")
-        if tensor.dtype not in LOADABLE_DTYPES:
+        if want.is_floating_point() and tensor.dtype not in LOADABLE_DTYPES:
             raise DataError(f"{weights_path}: tensor {name!r} has dtype {tensor.dtype}; "
                             "expected float32, float16 or bfloat16")
+        if not want.is_floating_point() and tensor.dtype != want.dtype:   # indices, codes: exactly as saved
+            raise DataError(f"{weights_path}: tensor {name!r} has dtype {tensor.dtype}; expected {want.dtype}")
         if not torch.isfinite(tensor).all():
             raise DataError(f"{weights_path}: tensor {name!r} holds NaN or infinity")
     module.load_state_dict({k: v.to(expected[k].dtype) for k, v in tensors.items()})

@@ -148,11 +148,26 @@ def _load_edits(folder: Path, semantic: Path, *, allow_pickle: bool):
     return edits
 
 
+def _load_reader(folder: Path, semantic: Path, *, allow_pickle: bool):
+    """The prompt reader, or None (with a warning) when its bank was read with another encoder."""
+    from rodin.modeling import load_component
+    from rodin.semantic.prompt_reader import PromptReader, PromptReaderConfig
+    from rodin.train.edits import encoder_digest
+    from rodin.train.reader import KIND
+
+    reader = load_component(PromptReader, PromptReaderConfig, folder, kind=KIND, allow_pickle=allow_pickle)
+    if reader.config.encoder_digest != encoder_digest(semantic):
+        warnings.warn(f"{folder}: its bank was read with another semantic encoder; prompts go through the latent "
+                      "prior until `rodin train reader` reads it again", stacklevel=3)
+        return None
+    return reader
+
+
 class RodinPipeline:
     """Generation from a model folder. Keyword-only calls; see the module docstring."""
 
     def __init__(self, *, decoder, render: RenderConfig, base=None, encoder=None, semantic=None, prior=None,
-                 upsampler=None, refiner=None, edits=None, path: Path | None = None) -> None:
+                 upsampler=None, refiner=None, edits=None, reader=None, path: Path | None = None) -> None:
         self.decoder = decoder.eval()
         self.render = render
         self.base = base.eval() if base is not None else None
@@ -162,6 +177,7 @@ class RodinPipeline:
         self.semantic = semantic          # the image-text encoder z lives in (rodin.semantic.space)
         self.prior = prior.eval() if prior is not None else None
         self.edits = edits                # labelled edit directions (rodin.semantic.edit.LabelledEdits)
+        self.reader = reader.eval() if reader is not None else None   # prompts as attributes (prompt_reader)
         self.path = path
         self._edits = None
         self.last_portrait_note: str | None = None   # what preparing the last photo said (several faces, ...)
@@ -222,12 +238,15 @@ class RodinPipeline:
         edits = None
         if part("edits") is not None and semantic is not None:
             edits = _load_edits(part("edits"), part("semantic"), **trust)
+        reader = None
+        if part("reader") is not None and semantic is not None:
+            reader = _load_reader(part("reader"), part("semantic"), **trust)
         if base is not None and semantic is not None and semantic.dim != base.latent_dim:
             raise DataError(f"{path}: its semantic encoder makes {semantic.dim}-d z but its base model reads "
                             f"{base.latent_dim}-d z; retrain the base model with this encoder")
         _check_stages_fit(path, decoder, base, upsampler, refiner)
         return cls(decoder=decoder, render=render, base=base, encoder=encoder, semantic=semantic, prior=prior,
-                   upsampler=upsampler, refiner=refiner, edits=edits, path=path)
+                   upsampler=upsampler, refiner=refiner, edits=edits, reader=reader, path=path)
 
     # --- where z comes from -------------------------------------------------------------------------
     def encode_image(self, image: Path | str | np.ndarray | torch.Tensor) -> torch.Tensor:
@@ -260,8 +279,30 @@ class RodinPipeline:
         return self.semantic
 
     def encode_prompt(self, prompt: str, *, seed: int = 0, guidance_scale: float | None = None) -> torch.Tensor:
-        """z (1, D) drawn by the latent prior for a sentence."""
+        """z (1, D) of a sentence: drawn from the portraits that have what it names when the model has a
+        prompt reader, else by the latent prior (`guidance_scale` is the prior's)."""
+        if self.reader is not None:
+            from rodin.semantic.text import check_prompt
+
+            return self.reader.draw([check_prompt(prompt)], generator=_prior_generator(seed))
         return self._prompt_latent(self._prompt_text(prompt), seed=seed, guidance_scale=guidance_scale)
+
+    def prompt_reading(self, prompt: str) -> str | None:
+        """What the model read in a prompt, in words ("hair colour red 0.98, glasses round 1.00"); None
+        where it has no prompt reader."""
+        from rodin.semantic.prompt_reader import describe_reading
+
+        if self.reader is None:
+            return None
+        return describe_reading(self.reader.read(prompt).named(self.reader.config.said))
+
+    @property
+    def prompts_use_text_head(self) -> bool:
+        """Whether a prompt's avatar starts from the base model's text-head planes (wholly, or with a prompt
+        reader in part: `PromptReaderConfig.text_head_share`)."""
+        if self.base is None or self.base.text_planes is None:
+            return False
+        return self.reader is None or self.reader.config.text_head_share > 0
 
     def _prompt_text(self, prompt: str) -> torch.Tensor:
         from rodin.semantic.text import check_prompt
@@ -275,14 +316,34 @@ class RodinPipeline:
         return self.prior.sample(text, generator=_prior_generator(seed), guidance_scale=guidance_scale)
 
     @torch.no_grad()
+    def prompt_means(self, prompts: list[str], latents: torch.Tensor) -> torch.Tensor | None:
+        """The planes the base model starts prompts' avatars from, given their z (None: the mean-planes head's
+        planes of z, as for a portrait). The text head's planes; with a prompt reader, mixed with the
+        mean-planes head's planes of the drawn z, as `text_head_share` says: each carries attributes the other
+        misses (BENCHMARKS.md, "Prompts read as attributes")."""
+        from rodin.semantic.text import check_prompt
+
+        if not self.prompts_use_text_head:
+            return None
+        texts = self._text_encoder().encode_texts([check_prompt(p) for p in prompts]).cpu()
+        mean = self.base.prompt_mean(texts)
+        if self.reader is not None:
+            share = self.reader.config.text_head_share
+            mean = share * mean + (1.0 - share) * self.base.mean_planes(latents.to(mean))
+        return mean
+
+    @torch.no_grad()
     def prompt_mean(self, prompt: str, *, latent: torch.Tensor | None = None,
                     edited: torch.Tensor | None = None) -> torch.Tensor | None:
-        """The planes the base model starts a prompt's avatar from (its text head's; None without one). With
-        `latent` and `edited` (z before and after an edit), the edit's change to the mean-planes head's
-        planes is added, so that an edit moves a prompt's avatar as it moves a portrait's."""
-        if self.base is None or self.base.text_planes is None:
+        """The planes the base model starts a prompt's avatar from (`prompt_means`; None without a text
+        head). `latent` is the prompt's own z (needed with a prompt reader); with `edited` (z after an edit)
+        too, the edit's change to the mean-planes head's planes is added, so that an edit moves a prompt's
+        avatar as it moves a portrait's."""
+        if not self.prompts_use_text_head:
             return None
-        mean = self.base.prompt_mean(self._prompt_text(prompt))
+        if latent is None and self.reader is not None:
+            raise ValueError("with a prompt reader, a prompt's planes depend on its drawn z: pass latent")
+        mean = self.prompt_means([prompt], latent)
         if latent is not None and edited is not None:
             heads = self.base.mean_planes(torch.cat([latent, edited]).to(mean))
             mean = mean + heads[1:] - heads[:1]
@@ -424,7 +485,7 @@ class RodinPipeline:
         done = [(str(text), float(s)) for text, s in history]
         prompt = avatar.info.get("prompt")
         unedited = None
-        if isinstance(prompt, str) and self.base is not None and self.base.text_planes is not None:
+        if isinstance(prompt, str) and self.prompts_use_text_head:
             # A prompt's avatar starts from its text head's planes, and so do its edits, moved by what they
             # changed in z since the prompt's own z.
             unedited = self.encode_prompt(prompt, seed=seed)

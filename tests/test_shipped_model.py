@@ -24,8 +24,22 @@ def pipe():
 def test_the_default_model_is_the_text_model_and_names_every_stage():
     assert default_model() == default_model(text=True)
     components = json.loads((default_model() / "model_index.json").read_text())["components"]
-    assert {"base", "decoder", "semantic", "prior", "upsampler", "refiner", "edits"} <= set(components)
+    assert {"base", "decoder", "semantic", "prior", "reader", "upsampler", "refiner", "edits"} <= set(components)
     assert (default_model() / "judge" / "model.safetensors").is_file()     # `rodin eval` finds its referee
+
+
+def test_the_shipped_reader_reads_a_prompt_clause_by_clause_and_draws_from_its_bank(pipe):
+    assert pipe.reader is not None and pipe.reader.config.bank == 880
+    named = pipe.reader.read("someone with curly red hair, round glasses and a blue hoodie").named()
+    assert {k: v for k, (v, _) in named.items() if k != "clothing"} == {
+        "hair_style": "curly", "hair_colour": "ginger", "glasses": "round", "clothing_colour": "blue"}
+    # Every drawn portrait has what the prompt names, whatever the seed.
+    names = list(pipe.reader.table)
+    weights = pipe.reader.bank_log_weights(["a person with round glasses and a beanie"])[0]
+    top = weights.topk(4).indices
+    for name, value in (("glasses", "round"), ("hat", "beanie")):
+        assert (pipe.reader.bank_codes[top, names.index(name)] == pipe.reader.table[name].index(value)).all()
+    assert "glasses round" in pipe.prompt_reading("a person with round glasses and a beanie")
 
 
 def test_a_prompt_runs_through_every_stage_and_renders_refined_views(pipe):

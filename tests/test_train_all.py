@@ -34,6 +34,7 @@ def quick_tiny(monkeypatch):
         train_encoder=replace(tiny.train_encoder, steps=6),
         train_base=replace(tiny.train_base, steps=6),
         train_prior=replace(tiny.train_prior, steps=6),
+        train_reader=replace(tiny.train_reader, captions=512, steps=5),
         train_upsampler=replace(tiny.train_upsampler, steps=4),
         train_refiner=replace(tiny.train_refiner, steps=4),
         train_judge=replace(tiny.train_judge, steps=3, batch=8),
@@ -95,7 +96,7 @@ def test_train_all_stage_by_stage_then_resumes_to_a_loadable_model(quick_tiny, t
     # The model folder ships the components its index names, not the dataset or the fit run.
     index = json.loads((model / "model_index.json").read_text())
     components = index["components"]
-    assert set(components) == {"base", "decoder", "semantic", "prior", "upsampler", "refiner", "edits"}
+    assert set(components) == {"base", "decoder", "semantic", "prior", "reader", "upsampler", "refiner", "edits"}
     for folder in components.values():
         assert (model / folder / "config.json").is_file()
     assert (model / "judge" / "config.json").is_file()

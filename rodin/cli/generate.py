@@ -98,6 +98,9 @@ def generate(
                   steps=steps)
     if pipe.last_portrait_note:
         typer.echo(f"note: {pipe.last_portrait_note}", err=True)
+    reading = pipe.prompt_reading(prompt) if prompt is not None else None
+    if reading:
+        typer.echo(f"prompt: read as {reading}", err=True)
     with discard_on_failure(out):
         write_outputs(avatar, out, frames=frames, resolution=resolution, mesh_resolution=mesh_resolution, mesh=mesh,
                       portrait=image)

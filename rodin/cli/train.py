@@ -280,6 +280,27 @@ def edits(
     print(json.dumps(figures), flush=True)
 
 
+@app.command("reader")
+def reader(
+    data: Path = typer.Option(..., "--data", help="A generated dataset with attributes.json per subject: its "
+                              "training portraits make the bank prompts draw z from."),
+    out: Path = typer.Option(..., "--out", help="Model folder holding OUT/semantic; the reader goes to OUT/reader."),
+    steps: int | None = typer.Option(None, "--steps", min=1, help="Training steps of the reader."),
+    captions: int | None = typer.Option(None, "--captions", min=1, help="Generated captions to learn from."),
+    draws: int | None = typer.Option(None, "--draws", min=1, help="Bank portraits averaged into a prompt's z."),
+    seed: int | None = typer.Option(None, "--seed", help="Training seed."),
+) -> None:
+    """Train the prompt reader (a prompt's words to attribute values) and fill its bank of portraits' z: prompts
+    then draw z from the portraits that have what they name, instead of through the latent prior."""
+    from rodin.train.reader import READER, ReaderTrainConfig, train_reader
+
+    overrides = {k: v for k, v in dict(steps=steps, captions=captions, seed=seed).items() if v is not None}
+    figures = train_reader(data, out, train=replace(ReaderTrainConfig(), **overrides), draws=draws,
+                           log=lambda m: typer.echo(m, err=True))
+    typer.echo(f"wrote {out / READER}")
+    print(json.dumps(figures), flush=True)
+
+
 @app.command("prior")
 def prior(
     data: Path = typer.Option(..., "--data", help="The generated dataset the encoder was trained on."),

@@ -264,16 +264,24 @@ def _hair_phrase(attrs: AvatarAttributes, rng: random.Random) -> tuple[str | Non
     return None, rng.choice(options)
 
 
-def _clauses(attrs: AvatarAttributes, rng: random.Random) -> tuple[list[str], list[str], str]:
-    """Adjectives before the noun, clauses after it, and the noun."""
+def _clauses(attrs: AvatarAttributes, rng: random.Random) -> tuple[list[str], list[str], str, dict[str, dict]]:
+    """Adjectives before the noun, clauses after it, the noun, and what each adjective or clause says
+    (its text -> the attribute values it names)."""
     adjectives: list[str] = []
     clauses: list[str] = []
+    says: dict[str, dict] = {}
     adj, clause = _hair_phrase(attrs, rng)
+    hair = {"hair_style": attrs.hair_style}
+    if attrs.hair_style != "bald":
+        hair["hair_colour"] = attrs.hair_colour
     if adj:
         adjectives.append(adj)
+        says[adj] = hair
     if clause:
         clauses.append(clause)
+        says[clause] = hair
 
+    before_beard = len(clauses)
     if attrs.beard == "full":
         hc = rng.choice(_HAIR_COLOUR_WORDS[attrs.hair_colour])
         clauses.append(rng.choice(["with a full beard", "with a thick beard", f"with a {hc} beard",
@@ -283,6 +291,8 @@ def _clauses(attrs: AvatarAttributes, rng: random.Random) -> tuple[list[str], li
                                    "unshaven"]))
     elif rng.random() < 0.08:
         clauses.append("clean-shaven")
+    if len(clauses) > before_beard:
+        says[clauses[-1]] = {"beard": attrs.beard}
 
     if attrs.glasses != "none":
         fc = attrs.glasses_colour
@@ -294,6 +304,7 @@ def _clauses(attrs: AvatarAttributes, rng: random.Random) -> tuple[list[str], li
             "sunglasses": ["wearing sunglasses", "in dark sunglasses", "with shades on",
                            f"wearing {fc} sunglasses"],
         }[attrs.glasses]))
+        says[clauses[-1]] = {"glasses": attrs.glasses}
 
     if attrs.hat != "none":
         hc = rng.choice(_CLOTH_COLOUR_WORDS[attrs.hat_colour])
@@ -301,6 +312,7 @@ def _clauses(attrs: AvatarAttributes, rng: random.Random) -> tuple[list[str], li
             "cap": [f"wearing {_a(hc)} baseball cap", f"in {_a(hc)} cap", f"with {_a(hc)} cap on"],
             "beanie": [f"wearing {_a(hc)} beanie", f"in {_a(hc)} knit hat", f"with {_a(hc)} woolly hat"],
         }[attrs.hat]))
+        says[clauses[-1]] = {"hat": attrs.hat}
 
     cc = rng.choice(_CLOTH_COLOUR_WORDS[attrs.clothing_colour])
     clauses.append(rng.choice({
@@ -311,6 +323,7 @@ def _clauses(attrs: AvatarAttributes, rng: random.Random) -> tuple[list[str], li
                        f"in {_a(cc)} roll-neck jumper"],
         "polo": [f"in {_a(cc)} polo shirt", f"wearing {_a(cc)} polo", f"dressed in {_a(cc)} collared shirt"],
     }[attrs.clothing]))
+    says[clauses[-1]] = {"clothing": attrs.clothing, "clothing_colour": attrs.clothing_colour}
 
     expression = {
         "neutral": ["with a neutral expression", "with a calm face", "looking serious", None, None],
@@ -320,6 +333,7 @@ def _clauses(attrs: AvatarAttributes, rng: random.Random) -> tuple[list[str], li
     e = rng.choice(expression)
     if e:
         clauses.append(e)
+        says[e] = {"expression": attrs.expression}
 
     if rng.random() < 0.5:
         ec = attrs.eye_colour
@@ -331,13 +345,15 @@ def _clauses(attrs: AvatarAttributes, rng: random.Random) -> tuple[list[str], li
         s = attrs.skin
         if rng.random() < 0.5:
             adjectives.append(f"{s}-skinned")
+            says[adjectives[-1]] = {"skin": s}
         else:
             clauses.append(f"with {s} skin")
+            says[clauses[-1]] = {"skin": s}
 
     bearded = attrs.beard != "none"
     nouns = ["man", "guy", "man", "person"] if bearded else ["person", "character", "avatar", "figure",
                                                             "young person", "cartoon person"]
-    return adjectives, clauses, rng.choice(nouns)
+    return adjectives, clauses, rng.choice(nouns), says
 
 
 _BEARD_WORDS = ("beard", "stubble", "stubbly", "shadow", "unshaven")
@@ -373,9 +389,20 @@ def caption(attrs: AvatarAttributes, rng: random.Random | int | None = None, *, 
     """
     if not isinstance(rng, random.Random):
         rng = random.Random(f"rodin-caption/{attrs.seed if rng is None else int(rng)}")
-    adjectives, clauses, noun = _clauses(attrs, rng)
+    return described(attrs, rng, mentions=mentions)[0]
+
+
+def described(attrs: AvatarAttributes, rng: random.Random | int | None = None, *,
+              mentions: int | None = None) -> tuple[str, dict[str, str]]:
+    """`caption`'s sentence (the same one for the same rng) and the attribute values it names: what a
+    reader of prompts learns from. Attributes a caption leaves out are not in the dict, even where a whole
+    caption's silence means "none" (no glasses), as a person's prompt leaves them open."""
+    if not isinstance(rng, random.Random):
+        rng = random.Random(f"rodin-caption/{attrs.seed if rng is None else int(rng)}")
+    adjectives, clauses, noun, says = _clauses(attrs, rng)
     if mentions is not None:
         adjectives, clauses, noun = _mentioning(adjectives, clauses, noun, mentions, rng)
+    named = {name: value for part in adjectives + clauses for name, value in says.get(part, {}).items()}
     first = clauses[:1] if clauses and rng.random() < 0.6 else []   # the hair clause, often first
     rest = clauses[len(first):]
     rng.shuffle(rest)
@@ -399,11 +426,11 @@ def caption(attrs: AvatarAttributes, rng: random.Random | int | None = None, *, 
     if body:
         sep = ", " if rng.random() < 0.3 else " "
         text = f"{text}{sep}{body}"
-    return text
+    return text, named
 
 
 __all__ = [
     "AvatarAttributes", "BEARDS", "BROWS", "CLOTHING", "CLOTH_COLOURS", "EARS", "EXPRESSIONS",
     "EYE_COLOURS", "FRAME_COLOURS", "GLASSES", "HAIR_COLOURS", "HAIR_STYLES", "HATS", "NOSES",
-    "SHAPE_RANGES", "SKIN_NAMES", "caption", "sample_attributes", "skin_name", "skin_rgb",
+    "SHAPE_RANGES", "SKIN_NAMES", "caption", "described", "sample_attributes", "skin_name", "skin_rgb",
 ]

@@ -230,11 +230,16 @@ def evaluate_semantic(pipe, judge: AttributeJudge, data: Path, *, subjects: int 
 
     log(f"prompts: {prompts}")
     cases = [(named, prompt) for _, named, prompt in prompt_cases([attrs for _, attrs in held], prompts, rng)]
-    texts = pipe.semantic.encode_texts([p for _, p in cases]).cpu()
     g = torch.Generator().manual_seed(seed + 1)
-    text_latents = torch.cat([pipe.prior.sample(texts[k:k + batch], generator=g) for k in range(0, len(texts), batch)])
-    with torch.no_grad():
-        text_means = pipe.base.prompt_mean(texts)       # None without a text head
+    prompts_text = [p for _, p in cases]
+    if pipe.reader is not None:        # z from the portraits that have what each prompt names
+        text_latents = torch.cat([pipe.reader.draw(prompts_text[k:k + batch], generator=g)
+                                  for k in range(0, len(prompts_text), batch)])
+    else:
+        texts = pipe.semantic.encode_texts(prompts_text).cpu()
+        text_latents = torch.cat([pipe.prior.sample(texts[k:k + batch], generator=g)
+                                  for k in range(0, len(texts), batch)])
+    text_means = pipe.prompt_means(prompts_text, text_latents)     # None: the mean-planes head's
     judged = judge_planes(judge, pipe, generate(text_latents, seed=seed + 10_000, means=text_means))
     pairs = [(n, v, j[n]) for (named, _), j in zip(cases, judged) for n, v in named.items()]
     figures["text_attr_acc"], figures["text_per_attribute"] = _accuracy(pairs)

@@ -83,6 +83,15 @@ class SentenceEmbedder:
             return torch.zeros(0, self.features)
         return torch.cat(chunks).float()
 
+    @torch.no_grad()
+    def token_states(self, texts: list[str]) -> tuple[Tensor, Tensor]:
+        """The backbone's last hidden states (B, T, F) of each token and the mask (B, T) of real tokens:
+        what a reader that must tell which words go together ("red hair and a blue top") needs, and a
+        pooled sentence vector blurs."""
+        tokens = self.tokenizer(list(texts), padding=True, truncation=True, max_length=MAX_TOKENS,
+                                return_tensors="pt")
+        return self.model(**tokens).last_hidden_state.float(), tokens["attention_mask"].bool()
+
 
 @lru_cache(maxsize=2)
 def shared_embedder(path: str | None = None) -> SentenceEmbedder:

@@ -6,7 +6,7 @@ WORK/                 (not shipped)
   identities/         identities generated apart, a few views each, for the encoder, the prior, the edit
                       directions and the judge (they learn from portraits and views, not tri-planes)
 MODEL/
-  semantic/ base/ decoder/ prior/ upsampler/ refiner/    the components model_index.json names
+  semantic/ base/ decoder/ prior/ reader/ upsampler/ refiner/    the components model_index.json names
   judge/              the attribute judge the evaluation reads (not a pipeline component)
   train_all.json      the progress record: per finished stage its wall time, machine, command, figures
   MODEL_CARD.md       written from train_all.json after every stage
@@ -237,13 +237,17 @@ def _prior(plan: Plan, *, log, show_progress: bool, cpu: bool) -> dict:
     from rodin.semantic.loading import load_semantic
     from rodin.train.encoder import SEMANTIC
     from rodin.train.prior import PRIOR, train_prior
+    from rodin.train.reader import READER, train_reader
 
     p = plan.preset
     semantic = load_semantic(plan.out / SEMANTIC)
     figures = train_prior(plan.identities, plan.out, encoder=semantic, config=replace(p.prior, dim=semantic.dim),
                           train=p.train_prior, portraits=p.train_encoder, cpu=cpu, log=log, show_progress=show_progress)
     write_model_index(plan.out, render=p.render, preset=p.name, components={PRIOR: PRIOR})
-    return figures
+    # The prompt reader draws prompts' z from the same identities' portraits (its figures beside the prior's).
+    reader = train_reader(plan.identities, plan.out, train=p.train_reader, log=log)
+    write_model_index(plan.out, render=p.render, preset=p.name, components={READER: READER})
+    return {**figures, "reader": reader}
 
 
 def _upsampler(plan: Plan, *, log, show_progress: bool, cpu: bool) -> dict:

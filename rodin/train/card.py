@@ -19,7 +19,8 @@ STAGE_NOTES = {
     "encoder": ("the image-text encoder that z lives in, and edit directions measured on labelled portraits",
                 "semantic/, edits/"),
     "base": ("stage 2: base diffusion, 3D-aware UNet conditioned on z", "base/"),
-    "prior": ("the latent prior: z from a sentence or from nothing", "prior/"),
+    "prior": ("the latent prior (z from a sentence or from nothing) and the prompt reader (z drawn from the "
+              "portraits that have what a prompt names)", "prior/, reader/"),
     "upsampler": ("stage 3: upsampler diffusion to the full-resolution tri-plane", "upsampler/"),
     "refiner": ("stage 4: convolutional refiner of renders", "refiner/"),
     "judge": ("the attribute judge that referees the evaluation", "judge/"),

@@ -172,6 +172,9 @@ class Studio:
         seed = "" if request.image is None and request.prompt is None else f" (seed {request.seed})"
         message = (f"Avatar {what} {request.describe()}{seed}, by the model {Path(pipe.path).name}, "
                    f"in {time.perf_counter() - started:.1f} s.")
+        reading = pipe.prompt_reading(request.prompt) if request.prompt is not None else None
+        if reading:
+            message += f" The prompt was read as: {reading}."
         reading = pipe.edit_reading(edit) if edit is not None else None
         if reading:
             message += f" The edit was read as {reading}."

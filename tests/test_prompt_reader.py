@@ -1,0 +1,226 @@
+"""Prompts read as attribute values, and z drawn from the bank of portraits that have them."""
+
+from __future__ import annotations
+
+import json
+import random
+import re
+import shutil
+import warnings
+
+import pytest
+import torch
+
+from rodin.cli.main import main
+from rodin.data.avatar import caption, described, sample_attributes
+from rodin.errors import ConfigError
+from rodin.eval import semantic as evaluation
+from rodin.pipeline import RodinPipeline
+from rodin.semantic.prompt_reader import (
+    READ_ATTRIBUTES,
+    PromptReader,
+    PromptReaderConfig,
+    attribute_targets,
+    bank_codes,
+    describe_reading,
+    prompt_clauses,
+)
+from rodin.train.reader import ReaderTrainConfig, reader_captions, train_reader
+from rodin.train.reader_wording import reworded
+
+
+def _words(text: str) -> set[str]:
+    return {w for w in re.split(r"[^a-z']+", text.lower()) if w}
+
+
+def test_described_is_the_caption_and_names_what_it_says():
+    for seed in range(200):
+        attrs = sample_attributes(seed)
+        for mentions in (None, 1, 2):
+            text, named = described(attrs, random.Random(seed), mentions=mentions)
+            assert text == caption(attrs, random.Random(seed), mentions=mentions)
+            assert all(getattr(attrs, name) == value for name, value in named.items())
+            if mentions is None:      # a whole caption always names the clothes and, unless bald, the hair colour
+                assert named["clothing"] == attrs.clothing and named["clothing_colour"] == attrs.clothing_colour
+                assert named["hair_style"] == attrs.hair_style
+                assert ("hair_colour" in named) == (attrs.hair_style != "bald")
+            else:
+                assert len(named) <= 2 * mentions
+    text, named = described(sample_attributes(7), 3, mentions=1)
+    assert named == {} and "eyes" in text      # an eye colour is said, but no attribute a prompt asks for
+
+
+def test_reworded_prompts_name_their_attributes_in_words_the_evaluation_never_uses():
+    """text_attr_acc scores wording never seen in training: the reader's extra wording must not borrow it."""
+    evaluation_words: set[str] = set()
+    for table in (evaluation._COLOUR_WORDS, evaluation._CLOTH_WORDS, evaluation._STYLE_CLAUSES,
+                  evaluation._OTHER_CLAUSES):
+        for phrases in table.values():
+            for phrase in phrases:
+                evaluation_words |= _words(phrase)
+    for form in evaluation._SUBJECTS + ["whose hair is", "with hair dyed or grown locks", "dressed in clothes",
+                                        "whose top is", "wearing a garment", "with a complexion",
+                                        "whose skin tone is"]:
+        evaluation_words |= _words(form)
+    rng = random.Random(0)
+    caption_words = set().union(*(_words(caption(sample_attributes(s), rng)) for s in range(3000)))
+    only_evaluation = evaluation_words - caption_words
+    assert {"crimson", "complexion", "whose", "locks", "garment"} <= only_evaluation
+    rng = random.Random(1)
+    for seed in range(3000):
+        attrs = sample_attributes(seed)
+        text, named = reworded(attrs, rng)
+        assert not _words(text) & only_evaluation, text
+        assert named and all(getattr(attrs, name) == value for name, value in named.items())
+
+
+def test_targets_and_codes_follow_the_vocabulary():
+    table = PromptReader(PromptReaderConfig()).table
+    assert table == READ_ATTRIBUTES
+    targets = attribute_targets([{"hair_colour": "blue", "skin": "unheard-of"}, {}], table)
+    names = list(table)
+    assert targets[0, names.index("hair_colour")] == table["hair_colour"].index("blue")
+    assert targets[0, names.index("skin")] == len(table["skin"])           # an unknown value is "not said"
+    assert (targets[1] == torch.tensor([len(v) for v in table.values()])).all()
+    codes = bank_codes([{"hat": "cap"}, {"hat": "sombrero"}], table)
+    assert codes[0, names.index("hat")] == table["hat"].index("cap") and codes[1, names.index("hat")] == -1
+    assert (codes[:, names.index("beard")] == -1).all()
+
+
+def test_config_refuses_what_it_cannot_read():
+    with pytest.raises(ConfigError, match="NAME=VALUE"):
+        PromptReaderConfig(vocabulary=("hair_colour", "skin=pale"))
+    with pytest.raises(ConfigError, match="two values"):
+        PromptReaderConfig(vocabulary=("hat=cap", "skin=pale", "skin=dark"))
+    with pytest.raises(ConfigError, match="draws"):
+        PromptReaderConfig(draws=0)
+
+
+class _Confident(PromptReader):
+    """A reader whose reading is given: per attribute, the named value (or None for not said)."""
+
+    def __init__(self, config, reading: dict[str, str | None]):
+        super().__init__(config)
+        self.reading = reading
+
+    def probabilities(self, prompts):
+        out = []
+        for name, values in self.table.items():
+            p = torch.full((len(prompts), len(values) + 1), 1e-4)
+            wanted = self.reading.get(name)
+            p[:, values.index(wanted) if wanted else -1] = 1.0
+            out.append(p / p.sum(-1, keepdim=True))
+        return out
+
+
+def test_draws_come_from_the_portraits_that_have_what_the_prompt_names():
+    config = PromptReaderConfig(dim=4, bank=40, draws=3)
+    attributes = [{"hair_colour": "ginger" if k % 4 == 0 else "black", "hat": "cap" if k % 8 == 0 else "none"}
+                  for k in range(40)]
+    reader = _Confident(config, {"hair_colour": "ginger"})
+    reader.bank_codes.copy_(bank_codes(attributes, reader.table))
+    reader.bank_latents.copy_(torch.randn(40, 4, generator=torch.Generator().manual_seed(0)))
+    weights = reader.bank_log_weights(["a person with ginger hair"])[0]
+    ginger = torch.tensor([a["hair_colour"] == "ginger" for a in attributes])
+    assert weights[ginger].min() > weights[~ginger].max() + 5
+    assert torch.allclose(weights[ginger], weights[ginger][:1].expand(int(ginger.sum())))   # hats are left open
+    z = reader.draw(["x", "x"], generator=torch.Generator().manual_seed(0))
+    assert z.shape == (2, 4) and z.isfinite().all()
+    # With one draw, z is a ginger-haired portrait's z exactly.
+    one = reader.draw(["x"], generator=torch.Generator().manual_seed(1), draws=1)[0]
+    matches = (reader.bank_latents - one).norm(dim=-1) < 1e-5
+    assert matches.sum() == 1 and ginger[matches].all()
+    # Both named: only the ginger portraits with a cap.
+    both = _Confident(config, {"hair_colour": "ginger", "hat": "cap"})
+    both.load_state_dict(reader.state_dict())
+    weights = both.bank_log_weights(["x"])[0]
+    capped = ginger & torch.tensor([a["hat"] == "cap" for a in attributes])
+    assert weights[capped].min() > weights[~capped].max() + 5
+    # Nothing named: every portrait alike, an unconditional draw.
+    assert torch.allclose(_Confident(config, {}).bank_log_weights(["x"]), torch.zeros(1, 40, dtype=torch.float64))
+
+
+def test_an_empty_bank_is_a_clear_error():
+    from rodin.errors import DataError
+
+    with pytest.raises(DataError, match="empty bank"):
+        _Confident(PromptReaderConfig(), {}).draw(["a person"])
+
+
+def test_prompts_are_read_clause_by_clause():
+    assert prompt_clauses("someone with red hair and wearing a cap, smiling") == [
+        "someone with red hair", "a person wearing a cap", "a person smiling"]
+    assert prompt_clauses("a bald man") == ["a bald man"]
+    assert prompt_clauses("a person with red hair in a green hoodie") == [
+        "a person with red hair", "a person in a green hoodie"]
+    assert prompt_clauses("the one with glasses; an orange hoodie") == ["the one with glasses", "an orange hoodie"]
+
+
+def test_the_reading_is_told_in_words():
+    assert describe_reading({"hair_colour": ("red", 0.981)}) == "hair colour red 0.98"
+    assert "nothing" in describe_reading({})
+
+
+def test_reader_captions_mix_the_generator_and_other_wordings():
+    pairs = reader_captions(400, seed=0)
+    assert len(pairs) == 400 and pairs == reader_captions(400, seed=0)
+    assert any("-haired" in text or "mane" in text or "outfit" in text for text, _ in pairs)
+    assert any(text.startswith(("a portrait of", "a 3D avatar of", "a cartoon of")) for text, _ in pairs)
+    assert all(named or "eyes" in text or text.endswith(("person", "character", "avatar", "figure"))
+               for text, named in reader_captions(400, seed=0, share=0.0))
+
+
+@pytest.fixture(scope="module")
+def model_with_reader(tiny_semantic_model, tmp_path_factory):
+    model = tmp_path_factory.mktemp("reader") / "model"
+    shutil.copytree(tiny_semantic_model, model)
+    return model
+
+
+def test_a_trained_reader_reads_prompts_and_the_pipeline_draws_from_it(model_with_reader, tiny_fit_run):
+    figures = train_reader(tiny_fit_run / "data", model_with_reader,
+                           train=ReaderTrainConfig(captions=2048, steps=300, batch=128), log=lambda m: None)
+    # Held-out generated prompts: what they name is read (value and all) far above chance.
+    assert figures["heldout_named_recall"] > 0.8 and figures["bank"] >= 2
+    assert json.loads((model_with_reader / "model_index.json").read_text())["components"]["reader"] == "reader"
+    pipe = RodinPipeline.from_pretrained(model_with_reader)
+    assert pipe.reader is not None and pipe.prompts_use_text_head
+    reading = pipe.reader.read("a person with ginger hair").named()
+    assert reading["hair_colour"][0] == "ginger"
+    assert "hair colour ginger" in pipe.prompt_reading("a person with ginger hair")
+    z = pipe.encode_prompt("a person with ginger hair", seed=5)
+    assert torch.equal(z, pipe.encode_prompt("a person with ginger hair", seed=5))
+    avatar = pipe(prompt="a person with ginger hair", seed=5, steps=2, upsample=False)
+    assert torch.allclose(avatar.latent, z[0]) and avatar.planes.isfinite().all()
+    # The avatar starts from the text head's planes and the mean-planes head's planes of the drawn z, half each.
+    text = pipe.semantic.encode_texts(["a person with ginger hair"]).cpu()
+    with torch.no_grad():
+        halves = 0.5 * pipe.base.prompt_mean(text) + 0.5 * pipe.base.mean_planes(z)
+    assert torch.allclose(pipe.prompt_mean("a person with ginger hair", latent=z), halves, atol=1e-6)
+    with pytest.raises(ValueError, match="pass latent"):
+        pipe.prompt_mean("a person with ginger hair")
+    edited = pipe.edit(avatar, edit="wearing sunglasses", strength=1.0, steps=2)
+    assert edited.info["prompt"] == "a person with ginger hair" and edited.planes.isfinite().all()
+
+
+def test_a_reader_read_with_another_encoder_is_set_aside(model_with_reader, tiny_fit_run):
+    if not (model_with_reader / "reader").is_dir():
+        train_reader(tiny_fit_run / "data", model_with_reader,
+                     train=ReaderTrainConfig(captions=512, steps=5, batch=128), log=lambda m: None)
+    config = json.loads((model_with_reader / "reader" / "config.json").read_text())
+    config["config"]["encoder_digest"] = "0" * 64
+    stale = model_with_reader.parent / "stale"
+    shutil.copytree(model_with_reader, stale)
+    (stale / "reader" / "config.json").write_text(json.dumps(config))
+    with warnings.catch_warnings(record=True) as caught:
+        warnings.simplefilter("always")
+        pipe = RodinPipeline.from_pretrained(stale)
+    assert pipe.reader is None and any("another semantic encoder" in str(w.message) for w in caught)
+
+
+def test_train_reader_command_says_what_is_wrong(tmp_path, capsys):
+    with pytest.raises(SystemExit) as exit_:
+        main(["train", "reader", "--data", str(tmp_path / "missing"), "--out", str(tmp_path / "m")])
+    assert exit_.value.code == 2
+    err = capsys.readouterr().err
+    assert "no such dataset folder" in err and "Traceback" not in err
