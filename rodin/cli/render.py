@@ -118,11 +118,17 @@ def _demo_batch(out: Path, model: Path | None, with_fit: bool) -> None:
         avatar = chosen(**{"seed": 0, **inputs})
         if chosen.last_portrait_note and "image" in inputs:
             typer.echo(f"    note: {chosen.last_portrait_note}")
+        reading = chosen.prompt_reading(inputs["prompt"]) if "prompt" in inputs else None
+        if reading:
+            typer.echo(f"    read as {reading}")
         write_outputs(avatar, out / name, portrait=inputs.get("image"), **settings)
         made[name] = avatar
     if text:
         typer.echo(f"{len(runs) + 1}/{len(runs) + 1} editing the prompt's avatar: {EXAMPLE_EDIT!r}")
         edited = words.edit(made["prompt"], edit=EXAMPLE_EDIT, strength=1.0)
+        reading = words.edit_reading(EXAMPLE_EDIT)
+        if reading:
+            typer.echo(f"    read as {reading}")
         write_outputs(edited, out / "edit", before=made["prompt"], **settings)
     if with_fit:
         _demo_fit(out / "fit")
