@@ -39,25 +39,13 @@ def edits_from_data(data: Path | str, semantic, *, digest: str = "", min_subject
                     log: Callable[[str], None] = print):
     """`LabelledEdits` of the encoder `semantic` from the labelled training portraits of `data`."""
     from rodin.semantic.edit import labelled_edits
-    from rodin.semantic.face import prepare_portrait
-    from rodin.semantic.judge import dataset_subjects
+    from rodin.train.reader import labelled_portraits
 
-    pixels, attributes = [], []
-    for folder, split in dataset_subjects(data):
-        labels = folder / "attributes.json"
-        if split != "train" or not labels.is_file() or not (folder / "portrait.png").is_file():
-            continue
-        try:
-            attributes.append(json.loads(labels.read_text()))
-        except ValueError:
-            raise DataError(f"{labels}: not valid JSON; regenerate the dataset") from None
-        pixels.append(prepare_portrait(folder / "portrait.png", size=semantic.image_size).pixels)
+    embeddings, attributes = labelled_portraits(data, semantic)
     if len(attributes) < 2:
         raise DataError(f"{data}: {len(attributes)} training subjects with a portrait and attributes.json; "
                         "labelled edit directions need a dataset made by `rodin data synth`")
-    log(f"edits: reading {len(attributes)} labelled portraits")
-    embeddings = torch.cat([semantic.encode_images(torch.stack(pixels[k:k + 64])).float().cpu()
-                            for k in range(0, len(pixels), 64)])
+    log(f"edits: read {len(attributes)} labelled portraits")
     limit = {} if min_subjects is None else {"min_subjects": min_subjects}
     return labelled_edits(embeddings, attributes, encoder_digest=digest, **limit)
 
