@@ -134,33 +134,38 @@ def write_model_index(folder: Path, *, render: RenderConfig, preset: str, compon
     write_json(path, index)
 
 
-def _load_edits(folder: Path, semantic: Path, *, allow_pickle: bool):
-    """The labelled edit directions, or None (with a warning) when they were measured with another encoder."""
+def _load_read_with_encoder(folder: Path, semantic: Path, *, allow_pickle: bool, module, config, kind: str,
+                            stale: str):
+    """A component measured through the semantic encoder (labelled edits, the prompt reader's bank), or None
+    with the warning `stale` when that encoder has changed since."""
     from rodin.modeling import load_component
-    from rodin.semantic.edit import LabelledEdits, LabelledEditsConfig
-    from rodin.train.edits import KIND, encoder_digest
+    from rodin.train.edits import encoder_digest
 
-    edits = load_component(LabelledEdits, LabelledEditsConfig, folder, kind=KIND, allow_pickle=allow_pickle)
-    if edits.config.encoder_digest != encoder_digest(semantic):
-        warnings.warn(f"{folder}: measured with another semantic encoder; edits follow raw text directions "
-                      "until `rodin train edits` measures them again", stacklevel=3)
+    component = load_component(module, config, folder, kind=kind, allow_pickle=allow_pickle)
+    if component.config.encoder_digest != encoder_digest(semantic):
+        warnings.warn(f"{folder}: {stale}", stacklevel=4)
         return None
-    return edits
+    return component
+
+
+def _load_edits(folder: Path, semantic: Path, *, allow_pickle: bool):
+    from rodin.semantic.edit import LabelledEdits, LabelledEditsConfig
+    from rodin.train.edits import KIND
+
+    return _load_read_with_encoder(
+        folder, semantic, allow_pickle=allow_pickle, module=LabelledEdits, config=LabelledEditsConfig, kind=KIND,
+        stale="measured with another semantic encoder; edits follow raw text directions until `rodin train "
+              "edits` measures them again")
 
 
 def _load_reader(folder: Path, semantic: Path, *, allow_pickle: bool):
-    """The prompt reader, or None (with a warning) when its bank was read with another encoder."""
-    from rodin.modeling import load_component
     from rodin.semantic.prompt_reader import PromptReader, PromptReaderConfig
-    from rodin.train.edits import encoder_digest
     from rodin.train.reader import KIND
 
-    reader = load_component(PromptReader, PromptReaderConfig, folder, kind=KIND, allow_pickle=allow_pickle)
-    if reader.config.encoder_digest != encoder_digest(semantic):
-        warnings.warn(f"{folder}: its bank was read with another semantic encoder; prompts go through the latent "
-                      "prior until `rodin train reader` reads it again", stacklevel=3)
-        return None
-    return reader
+    return _load_read_with_encoder(
+        folder, semantic, allow_pickle=allow_pickle, module=PromptReader, config=PromptReaderConfig, kind=KIND,
+        stale="its bank was read with another semantic encoder; prompts go through the latent prior until "
+              "`rodin train reader` reads it again")
 
 
 class RodinPipeline:
