@@ -62,6 +62,23 @@ class RenderConfig:
 
 
 @dataclass(frozen=True)
+class PortraitFitConfig:
+    """Generation from a portrait: the drawn tri-plane fitted to the portrait it came from
+    (rodin.fit.portrait), with the decoder frozen."""
+
+    steps: int = 60                   # optimisation steps; 0 keeps the drawn tri-plane as it is
+    lr: float = 0.02                  # Adam, on the tri-plane's texels
+    rays: int = 1024                  # portrait rays per step (and as many from the kept views)
+    resolution: int = 64              # side at which the portrait is fitted
+    samples: int = 24                 # stratified samples per ray while fitting
+    importance: int = 8
+    keep_views: int = 8               # cameras beside and behind the head whose renders stay as drawn
+    keep_weight: float = 1.0
+    density_points: int = 4096        # random points per step whose opacity stays as drawn
+    density_weight: float = 1.0
+
+
+@dataclass(frozen=True)
 class FitConfig:
     """Stage 1: shared-decoder fitting."""
 
@@ -354,6 +371,7 @@ class Preset:
     identities: IdentitiesConfig = field(default_factory=IdentitiesConfig)
     train_judge: JudgeTrainConfig = field(default_factory=JudgeTrainConfig)
     eval: EvalConfig = field(default_factory=EvalConfig)
+    portrait_fit: PortraitFitConfig = field(default_factory=PortraitFitConfig)
 
 
 PRESETS: dict[str, Preset] = {
@@ -394,6 +412,8 @@ PRESETS: dict[str, Preset] = {
         identities=IdentitiesConfig(subjects=16, views=6),
         train_judge=JudgeTrainConfig(steps=100, batch=16),
         eval=EvalConfig(samples=8, resolution=32),
+        portrait_fit=PortraitFitConfig(steps=10, rays=512, resolution=32, samples=16, importance=0,
+                                       keep_views=4, density_points=1024),
     ),
     "small": Preset(
         name="small",
@@ -469,6 +489,7 @@ PRESETS: dict[str, Preset] = {
                                     checkpoint_every=5000, sample_every=0, log_every=100),
         refiner=RefinerConfig(scale=4, width=64, blocks=8),
         identities=IdentitiesConfig(subjects=0),     # 100,000 fitted identities are plenty
+        portrait_fit=PortraitFitConfig(resolution=256, rays=4096, samples=48, importance=16),
         train_refiner=RefinerTrainConfig(steps=100_000, batch=32, patch=64, lr=2e-4, warmup=2000, ema_decay=0.9999,
                                          subjects=10_000, views=32, checkpoint_every=5000, log_every=100),
     ),

@@ -22,7 +22,7 @@ import torch
 from safetensors import SafetensorError
 from safetensors.torch import load_file, save
 
-from rodin.config import BaseModelConfig, DecoderConfig, RenderConfig, from_dict
+from rodin.config import BaseModelConfig, DecoderConfig, PortraitFitConfig, RenderConfig, from_dict
 from rodin.errors import ConfigError, DataError
 from rodin.io import write_atomic, write_json
 
@@ -130,8 +130,15 @@ def write_model_index(folder: Path, *, render: RenderConfig, preset: str, compon
     path = Path(folder) / INDEX
     index = json.loads(path.read_text()) if path.is_file() else {}
     index.update({"_class_name": "RodinPipeline", "preset": preset, "render": asdict(render)})
+    index.setdefault("portrait_fit", asdict(_preset_portrait_fit(preset)))
     index.setdefault("components", {}).update(components)
     write_json(path, index)
+
+
+def _preset_portrait_fit(preset: str | None) -> PortraitFitConfig:
+    from rodin.config import PRESETS
+
+    return PRESETS[preset].portrait_fit if preset in PRESETS else PortraitFitConfig()
 
 
 def _load_read_with_encoder(folder: Path, semantic: Path, *, allow_pickle: bool, module, config, kind: str,
@@ -172,7 +179,8 @@ class RodinPipeline:
     """Generation from a model folder. Keyword-only calls; see the module docstring."""
 
     def __init__(self, *, decoder, render: RenderConfig, base=None, encoder=None, semantic=None, prior=None,
-                 upsampler=None, refiner=None, edits=None, reader=None, path: Path | None = None) -> None:
+                 upsampler=None, refiner=None, edits=None, reader=None, portrait_fit: PortraitFitConfig | None = None,
+                 path: Path | None = None) -> None:
         self.decoder = decoder.eval()
         self.render = render
         self.base = base.eval() if base is not None else None
@@ -183,6 +191,7 @@ class RodinPipeline:
         self.prior = prior.eval() if prior is not None else None
         self.edits = edits                # labelled edit directions (rodin.semantic.edit.LabelledEdits)
         self.reader = reader.eval() if reader is not None else None   # prompts as attributes (prompt_reader)
+        self.portrait_fit = portrait_fit or PortraitFitConfig()   # how a portrait's avatar is fitted to it
         self.path = path
         self._edits = None
         self.last_portrait_note: str | None = None   # what preparing the last photo said (several faces, ...)
@@ -215,7 +224,9 @@ class RodinPipeline:
             index = json.loads(index_path.read_text())
             components = index["components"]
             render = from_dict(RenderConfig, index["render"])
-        except (ValueError, KeyError, TypeError) as err:
+            portrait_fit = (from_dict(PortraitFitConfig, index["portrait_fit"]) if "portrait_fit" in index
+                            else _preset_portrait_fit(index.get("preset")))
+        except (ValueError, KeyError, TypeError, ConfigError) as err:
             raise DataError(f"{index_path}: malformed model index ({err})") from None
 
         def part(name: str) -> Path | None:
@@ -251,31 +262,40 @@ class RodinPipeline:
                             f"{base.latent_dim}-d z; retrain the base model with this encoder")
         _check_stages_fit(path, decoder, base, upsampler, refiner)
         return cls(decoder=decoder, render=render, base=base, encoder=encoder, semantic=semantic, prior=prior,
-                   upsampler=upsampler, refiner=refiner, edits=edits, reader=reader, path=path)
+                   upsampler=upsampler, refiner=refiner, edits=edits, reader=reader, portrait_fit=portrait_fit,
+                   path=path)
 
     # --- where z comes from -------------------------------------------------------------------------
     def encode_image(self, image: Path | str | np.ndarray | torch.Tensor) -> torch.Tensor:
         """z (1, D) of a portrait: a file, an (H, W, 3|4) uint8/float array, or a (3, S, S) tensor.
         Photos are cropped to the training framing first (`rodin.semantic.face`)."""
-        from rodin.semantic.pixel_encoder import load_portrait, portrait_from_array
         from rodin.semantic.space import latent_from_embedding
 
         self.last_portrait_note = None
+        if self.semantic is not None:
+            pixels = self.portrait_pixels(image, size=self.semantic.image_size)
+            return latent_from_embedding(self.semantic.encode_images(pixels[None]).cpu())
+        if self.encoder is None:
+            raise DataError(f"{self.path}: this model has no image encoder; generate with a seed instead")
+        with torch.no_grad():
+            return self.encoder(self.portrait_pixels(image, size=self.encoder.config.image_size)[None])
+
+    def portrait_pixels(self, image: Path | str | np.ndarray | torch.Tensor, *, size: int) -> torch.Tensor:
+        """(3, size, size) floats on white: the portrait as this model reads it. With a semantic encoder a
+        photo is cropped to the training framing (`rodin.semantic.face`, which sets `last_portrait_note`);
+        the legacy pixel encoder takes the centre square as it is."""
+        from rodin.semantic.pixel_encoder import load_portrait, portrait_from_array
+
         if self.semantic is not None:
             from rodin.semantic.face import prepare_portrait
 
             if isinstance(image, torch.Tensor):
                 image = image.detach().cpu().numpy()
-            prepared = prepare_portrait(image, size=self.semantic.image_size)
+            prepared = prepare_portrait(image, size=size)
             self.last_portrait_note = prepared.note
-            return latent_from_embedding(self.semantic.encode_images(prepared.pixels[None]).cpu())
-        if self.encoder is None:
-            raise DataError(f"{self.path}: this model has no image encoder; generate with a seed instead")
-        size = self.encoder.config.image_size
-        pixels = load_portrait(image, size=size) if isinstance(image, (str, Path)) else portrait_from_array(
+            return prepared.pixels
+        return load_portrait(image, size=size) if isinstance(image, (str, Path)) else portrait_from_array(
             image, size=size)
-        with torch.no_grad():
-            return self.encoder(pixels[None])
 
     def _text_encoder(self):
         if self.semantic is None:
@@ -425,10 +445,12 @@ class RodinPipeline:
     @torch.no_grad()
     def __call__(self, *, image: Path | str | np.ndarray | torch.Tensor | None = None, prompt: str | None = None,
                  edit: str | None = None, strength: float = 1.0, seed: int = 0, guidance_scale: float | None = None,
-                 steps: int | None = None, sampler: str | None = None, upsample: bool = True) -> Avatar:
+                 steps: int | None = None, sampler: str | None = None, upsample: bool = True,
+                 portrait_steps: int | None = None) -> Avatar:
         """One avatar from a portrait (`image`), a sentence (`prompt`), or nothing but `seed`; `edit` then
         moves it in words ("with red hair") by `strength`. `upsample=False` skips the upsampler (stage 3)
-        of a model that has one and keeps the base tri-plane."""
+        of a model that has one and keeps the base tri-plane. A portrait's avatar is then fitted to the
+        portrait for `portrait_steps` (default: the model's `portrait_fit.steps`; 0: not at all)."""
         if image is not None and prompt is not None:
             raise ConfigError("give a portrait or a prompt, not both (to change a portrait in words, use an edit)")
         if self.base is None:
@@ -443,12 +465,37 @@ class RodinPipeline:
         else:
             latent = self.random_latent(seed=seed)
         edits = [] if edit is None else [(edit, float(strength))]
+        unedited = latent
         latent, mean = self._edited(latent, edits, prompt=prompt, unedited=latent)
         info = {"seed": int(seed), "image": str(image) if isinstance(image, (str, Path)) else None,
                 "prompt": prompt, "edit": edit, "strength": float(strength) if edit is not None else None,
                 "edits": [list(e) for e in edits]}
-        return self.sample(latent, seed=seed, guidance_scale=guidance_scale, steps=steps, sampler=sampler, info=info,
-                           upsample=upsample, mean=mean)
+        draw = {"seed": seed, "guidance_scale": guidance_scale, "steps": steps, "sampler": sampler,
+                "upsample": upsample}
+        avatar = self.sample(latent, info=info, mean=mean, **draw)
+        fit_steps = self.portrait_fit.steps if portrait_steps is None else int(portrait_steps)
+        if image is None or fit_steps <= 0:
+            return avatar
+        # The portrait's own avatar is fitted to it; an edit's change (what it does to the drawn avatar) is
+        # then added to the fitted one, so that the edit keeps the likeness.
+        drawn = avatar if not edits else self.sample(unedited, **draw)
+        fitted = self.fit_portrait(drawn.planes, image, steps=fit_steps, seed=seed)
+        avatar.planes = fitted + (avatar.planes - drawn.planes)
+        avatar.info["portrait_steps"] = fit_steps
+        return avatar
+
+    def fit_portrait(self, planes: torch.Tensor, image: Path | str | np.ndarray | torch.Tensor, *,
+                     steps: int | None = None, seed: int = 0) -> torch.Tensor:
+        """`planes` (3, C, H, W) fitted to the portrait `image` (prepared as `encode_image` prepares it) for
+        `steps` (default: the model's `portrait_fit.steps`): see `rodin.fit.portrait`."""
+        from dataclasses import replace
+
+        from rodin.fit.portrait import fit_to_portrait
+
+        config = self.portrait_fit if steps is None else replace(self.portrait_fit, steps=int(steps))
+        pixels = self.portrait_pixels(image, size=config.resolution)
+        return fit_to_portrait(planes, self.decoder, pixels, config=config, render=self.render,
+                               generator=torch.Generator().manual_seed(int(seed)))
 
     @torch.no_grad()
     def sample(self, latent: torch.Tensor | None, *, seed: int = 0, guidance_scale: float | None = None,
@@ -503,11 +550,16 @@ class RodinPipeline:
         latent, mean = self._edited(avatar.latent[None], earlier + [new], prompt=prompt, unedited=unedited)
         info = {**avatar.info, "edit": edit, "strength": float(strength), "edited_from": avatar.info.get("edit"),
                 "edits": [list(e) for e in done + [new]]}
-        return self.sample(latent, seed=seed,
-                           guidance_scale=guidance_scale if guidance_scale is not None
-                           else avatar.info.get("guidance_scale"),
-                           steps=steps or avatar.info.get("steps"), info=info, mean=mean,
-                           upsample=bool(avatar.info.get("upsampled", True)))
+        draw = {"seed": seed, "steps": steps or avatar.info.get("steps"),
+                "guidance_scale": guidance_scale if guidance_scale is not None else avatar.info.get("guidance_scale"),
+                "upsample": bool(avatar.info.get("upsampled", True))}
+        after = self.sample(latent, info=info, mean=mean, **draw)
+        if avatar.info.get("portrait_steps"):
+            # A portrait's fitted avatar: add what the edit changes in the drawn avatar to the fitted one.
+            was_latent, was_mean = self._edited(avatar.latent[None], earlier, prompt=prompt, unedited=unedited)
+            drawn = self.sample(was_latent, mean=was_mean, **draw)
+            after.planes = avatar.planes.to(after.planes) + (after.planes - drawn.planes)
+        return after
 
 
 def _check_stages_fit(path: Path, decoder, base, upsampler, refiner) -> None:

@@ -280,6 +280,9 @@ def semantic(
                                     "MODEL/eval_semantic.json)."),
     training: bool = typer.Option(False, "--training", help="Take the cases from every subject of DATA, training "
                                   "ones too: tells a model that under-fits from one that fails to generalise."),
+    portrait_steps: int | None = typer.Option(None, "--portrait-steps", min=0, max=2000,
+                                              help="Steps fitting each portrait's avatar to its portrait "
+                                              "(default: the model's; 0: judge the drawn avatars only)."),
 ) -> None:
     """Attribute accuracy of avatars from portraits, prompts and edits, read by the attribute judge."""
     from rich.console import Console
@@ -294,7 +297,8 @@ def semantic(
     found = _find_judge(model, judge)
     figures = evaluate_semantic(pipe, load_judge(found).eval(), data, subjects=subjects, prompts=prompts,
                                 edits=edits, strength=strength, seed=seed, steps=steps, guidance_scale=guidance,
-                                include_training=training, log=lambda m: typer.echo(m, err=True))
+                                include_training=training, portrait_steps=portrait_steps,
+                                log=lambda m: typer.echo(m, err=True))
     figures["judge"] = str(found)
     table = Table(title=f"semantic evaluation of {model}")
     table.add_column("measure")

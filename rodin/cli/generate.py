@@ -87,6 +87,9 @@ def generate(
     resolution: int = typer.Option(128, "--resolution", min=16, max=1024, help="Image side of the renders."),
     mesh_resolution: int = typer.Option(128, "--mesh-resolution", min=16, max=512, help="Marching-cubes grid."),
     mesh: bool = typer.Option(True, "--mesh/--no-mesh", help="Also write mesh.glb."),
+    portrait_steps: int | None = typer.Option(None, "--portrait-steps", min=0, max=2000,
+                                              help="Steps fitting a portrait's avatar to the portrait "
+                                                   "(default: the model's; 0: keep the drawn avatar)."),
 ) -> None:
     """Generate an avatar: avatar.safetensors, turntable.mp4/.gif, views.png, mesh.glb (+ compare.png)."""
     from rodin.paths import default_model
@@ -95,7 +98,7 @@ def generate(
     _options_check(out, image)
     pipe = RodinPipeline.from_pretrained(model or default_model(text=prompt is not None or edit is not None))
     avatar = pipe(image=image, prompt=prompt, edit=edit, strength=strength, seed=seed, guidance_scale=guidance,
-                  steps=steps)
+                  steps=steps, portrait_steps=portrait_steps)
     if pipe.last_portrait_note:
         typer.echo(f"note: {pipe.last_portrait_note}", err=True)
     reading = pipe.prompt_reading(prompt) if prompt is not None else None
@@ -117,6 +120,9 @@ def edit(
     resolution: int = typer.Option(128, "--resolution", min=16, max=1024, help="Image side of the renders."),
     mesh_resolution: int = typer.Option(128, "--mesh-resolution", min=16, max=512, help="Marching-cubes grid."),
     mesh: bool = typer.Option(True, "--mesh/--no-mesh", help="Also write mesh.glb."),
+    portrait_steps: int | None = typer.Option(None, "--portrait-steps", min=0, max=2000,
+                                              help="Steps fitting a portrait's avatar to the portrait "
+                                                   "(default: the model's; 0: keep the drawn avatar)."),
 ) -> None:
     """Change an avatar (or the avatar of a portrait) in words; compare.png shows before above after."""
     from rodin.paths import default_model
@@ -134,7 +140,7 @@ def edit(
     if source.suffix == AVATAR_SUFFIX:
         before = Avatar.load(source)
     else:
-        before = pipe(image=source, seed=seed)
+        before = pipe(image=source, seed=seed, portrait_steps=portrait_steps)
     after = pipe.edit(before, edit=edit, strength=strength)
     reading = pipe.edit_reading(edit)
     if reading:

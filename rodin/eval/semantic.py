@@ -193,9 +193,12 @@ def _accuracy(pairs: list[tuple[str, str, str]]) -> tuple[float, dict[str, float
 def evaluate_semantic(pipe, judge: AttributeJudge, data: Path, *, subjects: int = 100, prompts: int = 100,
                       edits: int = 100, strength: float = 1.0, seed: int = 0, batch: int = 16,
                       include_training: bool = False, steps: int | None = None,
-                      guidance_scale: float | None = None, log: Callable[[str], None] = print) -> dict:
+                      guidance_scale: float | None = None, portrait_steps: int | None = None,
+                      log: Callable[[str], None] = print) -> dict:
     """The figures of the module docstring over the held-out subjects of `data` (all of them with
-    `include_training`, for data the model never saw)."""
+    `include_training`, for data the model never saw). Portraits' avatars, edited or not, are fitted to their
+    portraits for `portrait_steps` (default: the model's) as `pipe(image=...)` fits them; the drawn avatars'
+    figure is kept beside (`portrait_attr_acc_drawn`)."""
     from rodin.semantic.judge import dataset_subjects
     from rodin.semantic.pixel_encoder import load_portrait
 
@@ -223,10 +226,24 @@ def evaluate_semantic(pipe, judge: AttributeJudge, data: Path, *, subjects: int 
         return _generate(pipe, z, seed=seed, batch=batch, steps=steps, guidance_scale=guidance_scale, means=means)
 
     originals = generate(latents, seed=seed)
+    fit_steps = pipe.portrait_fit.steps if portrait_steps is None else int(portrait_steps)
+    fit = None
+    if fit_steps > 0:
+        def fit(planes: torch.Tensor, rows: list[int], *, noise_seed: int) -> torch.Tensor:
+            """Each drawn avatar fitted to its own portrait, as `pipe(image=...)` does."""
+            return torch.stack([pipe.fit_portrait(p, chosen[row][0] / "portrait.png", steps=fit_steps,
+                                                  seed=noise_seed + k) for k, (p, row) in enumerate(zip(planes, rows))])
+
+        judged = judge_planes(judge, pipe, originals)
+        pairs = [(n, t[n], j[n]) for t, j in zip(truth, judged) for n in JUDGED if _judged(t, n)]
+        figures["portrait_attr_acc_drawn"], figures["portrait_per_attribute_drawn"] = _accuracy(pairs)
+        log(f"portraits: fitting {len(chosen)} avatars to their portraits ({fit_steps} steps each)")
+        originals = fit(originals, list(range(len(chosen))), noise_seed=seed)
     judged = judge_planes(judge, pipe, originals)
     pairs = [(n, t[n], j[n]) for t, j in zip(truth, judged) for n in JUDGED if _judged(t, n)]
     figures["portrait_attr_acc"], figures["portrait_per_attribute"] = _accuracy(pairs)
     figures["portrait_cases"] = len(chosen)
+    figures["portrait_steps"] = fit_steps
 
     log(f"prompts: {prompts}")
     cases = [(named, prompt) for _, named, prompt in prompt_cases([attrs for _, attrs in held], prompts, rng)]
@@ -248,7 +265,7 @@ def evaluate_semantic(pipe, judge: AttributeJudge, data: Path, *, subjects: int 
 
     log(f"edits: {edits} at strength {strength}")
     cases = edit_cases(truth, edits, rng)
-    edited, _ = edit_figures(pipe, judge, latents, cases, strength=strength, generate=generate, seed=seed)
+    edited, _ = edit_figures(pipe, judge, latents, cases, strength=strength, generate=generate, seed=seed, fit=fit)
     figures.update(edited)
     figures["edit_strength"] = strength
     figures["sample_steps"] = steps or pipe.base.config.diffusion.sample_steps
@@ -269,13 +286,22 @@ def edit_cases(truth: list[dict], count: int, rng: random.Random) -> list[tuple[
 
 def edit_figures(pipe, judge: AttributeJudge, latents: torch.Tensor, cases: list[tuple[int, str, str, str]], *,
                  strength: float, generate: Callable[..., torch.Tensor], seed: int = 0,
-                 judged_before: list[dict] | None = None) -> tuple[dict, list[dict]]:
+                 judged_before: list[dict] | None = None,
+                 fit: Callable[..., torch.Tensor] | None = None) -> tuple[dict, list[dict]]:
     """Success and preservation of `cases` (`edit_cases`) applied to the z's `latents` at `strength`; both
     avatars of an edit start from the same noise. Returns the figures and the judge's reading of the
-    unedited avatars, which a caller trying several strengths or directions can pass back."""
+    unedited avatars, which a caller trying several strengths or directions can pass back. With `fit`
+    (planes, rows, noise_seed= -> planes fitted to those rows' portraits) the unedited avatars are fitted and
+    the edited ones are the fitted ones plus what the edit changed in the drawn ones, as `pipe.edit` does."""
     noise_seed = seed + 20_000
-    if judged_before is None:
-        before = torch.stack([latents[row] for row, *_ in cases])
+    rows = [row for row, *_ in cases]
+    before = torch.stack([latents[row] for row in rows])
+    drawn = fitted = None
+    if fit is not None:             # portraits' avatars fitted to them: an edit adds its change to the fit
+        drawn = generate(before, seed=noise_seed)
+        fitted = fit(drawn, rows, noise_seed=noise_seed)
+        judged_before = judge_planes(judge, pipe, fitted)
+    elif judged_before is None:
         judged_before = judge_planes(judge, pipe, generate(before, seed=noise_seed))
     changes = [pipe.edit_planes(text, strength=strength) for *_, text in cases]
     if all(c is not None for c in changes):       # plane edits: z stays, the head's planes move
@@ -286,7 +312,10 @@ def edit_figures(pipe, judge: AttributeJudge, latents: torch.Tensor, cases: list
         after = torch.cat([pipe.edit_latent(latents[row:row + 1], text, strength=strength)
                            for row, _, _, text in cases])
         means = None
-    judged_after = judge_planes(judge, pipe, generate(after, seed=noise_seed, means=means))
+    planes_after = generate(after, seed=noise_seed, means=means)
+    if fitted is not None:
+        planes_after = fitted + (planes_after - drawn)
+    judged_after = judge_planes(judge, pipe, planes_after)
     success, kept = [], []
     for (_, name, value, _), was, now in zip(cases, judged_before, judged_after):
         success.append(now[name] == value)

@@ -68,6 +68,10 @@ class TriplaneDecoder(nn.Module):
         angles = features[..., None] * self.frequencies          # (N, C, octaves)
         return torch.cat([features, angles.sin().flatten(1), angles.cos().flatten(1)], dim=-1)
 
+    def density(self, features: Tensor) -> Tensor:
+        """Density alone: what shape regularisers need, without the colour head or view directions."""
+        return truncated_exp(self.density_head(self.trunk(self.embed(features)))).squeeze(-1)
+
     def forward(self, features: Tensor, directions: Tensor | None = None) -> DecodedPoints:
         hidden = self.trunk(self.embed(features))
         density = truncated_exp(self.density_head(hidden))
