@@ -76,6 +76,7 @@ class PortraitFitConfig:
     keep_weight: float = 1.0
     density_points: int = 4096        # random points per step whose opacity stays as drawn
     density_weight: float = 1.0
+    edit_threshold: float = 0.1       # colour change (0-1) at which an edit counts a portrait pixel as its own
 
 
 @dataclass(frozen=True)

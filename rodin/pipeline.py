@@ -476,13 +476,28 @@ class RodinPipeline:
         fit_steps = self.portrait_fit.steps if portrait_steps is None else int(portrait_steps)
         if image is None or fit_steps <= 0:
             return avatar
-        # The portrait's own avatar is fitted to it; an edit's change (what it does to the drawn avatar) is
-        # then added to the fitted one, so that the edit keeps the likeness.
+        # The portrait's own avatar is fitted to it; an edited one then as `edit` refits it.
         drawn = avatar if not edits else self.sample(unedited, **draw)
         fitted = self.fit_portrait(drawn.planes, image, steps=fit_steps, seed=seed)
-        avatar.planes = fitted + (avatar.planes - drawn.planes)
+        if edits:
+            fitted = self.refit_edit(fitted, drawn.planes, avatar.planes, steps=fit_steps, seed=seed)
+        avatar.planes = fitted
         avatar.info["portrait_steps"] = fit_steps
         return avatar
+
+    def refit_edit(self, fitted: torch.Tensor, drawn: torch.Tensor, edited: torch.Tensor, *, steps: int | None = None,
+                   seed: int = 0) -> torch.Tensor:
+        """The edited drawn avatar `edited` fitted to what the fitted avatar `fitted` (drawn as `drawn`) shows
+        from the portrait camera, except where the edit changes that view (`rodin.fit.portrait.edited_portrait`):
+        an edit of a portrait's avatar does all it does to a drawn one, and keeps the likeness elsewhere."""
+        from dataclasses import replace
+
+        from rodin.fit.portrait import edited_portrait, fit_to_portrait
+
+        config = self.portrait_fit if steps is None else replace(self.portrait_fit, steps=int(steps))
+        target = edited_portrait(fitted, drawn, edited, self.decoder, config=config, render=self.render)
+        return fit_to_portrait(edited, self.decoder, target, config=config, render=self.render,
+                               generator=torch.Generator().manual_seed(int(seed) + 1))
 
     def fit_portrait(self, planes: torch.Tensor, image: Path | str | np.ndarray | torch.Tensor, *,
                      steps: int | None = None, seed: int = 0) -> torch.Tensor:
@@ -554,11 +569,13 @@ class RodinPipeline:
                 "guidance_scale": guidance_scale if guidance_scale is not None else avatar.info.get("guidance_scale"),
                 "upsample": bool(avatar.info.get("upsampled", True))}
         after = self.sample(latent, info=info, mean=mean, **draw)
-        if avatar.info.get("portrait_steps"):
-            # A portrait's fitted avatar: add what the edit changes in the drawn avatar to the fitted one.
+        fit_steps = avatar.info.get("portrait_steps")
+        if fit_steps:
+            # A portrait's fitted avatar: the edited drawn avatar refitted to it, outside what the edit changes.
             was_latent, was_mean = self._edited(avatar.latent[None], earlier, prompt=prompt, unedited=unedited)
             drawn = self.sample(was_latent, mean=was_mean, **draw)
-            after.planes = avatar.planes.to(after.planes) + (after.planes - drawn.planes)
+            after.planes = self.refit_edit(avatar.planes.to(after.planes), drawn.planes, after.planes,
+                                           steps=int(fit_steps), seed=seed)
         return after
 
 

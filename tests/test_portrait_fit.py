@@ -113,10 +113,11 @@ def test_a_portraits_avatar_is_fitted_to_it_and_edits_keep_the_fit(tiny_semantic
     target = prepare_portrait(portrait, size=32).pixels
     assert ((_portrait_view(avatar.planes, pipe.decoder) - target).pow(2).mean()
             < (_portrait_view(drawn.planes, pipe.decoder) - target).pow(2).mean())
-    # An edit adds to the fitted avatar what it does to the drawn one, so the likeness stays.
+    # An edit of the fitted avatar is the edited drawn avatar refitted to the fitted one's portrait view
+    # outside what the edit changes.
     edited, plain = (pipe.edit(a, edit="with red hair") for a in (avatar, drawn))
-    assert edited.info["portrait_steps"] == TINY.portrait_fit.steps
-    torch.testing.assert_close(edited.planes - avatar.planes, plain.planes - drawn.planes, atol=1e-5, rtol=0)
+    assert edited.info["portrait_steps"] == TINY.portrait_fit.steps and "portrait_steps" not in plain.info
+    torch.testing.assert_close(edited.planes, pipe.refit_edit(avatar.planes, drawn.planes, plain.planes, seed=1))
     assert not torch.equal(edited.planes, avatar.planes)
     # Editing at generation time gives the same avatar as editing afterwards.
     at_once = pipe(image=portrait, seed=1, steps=2, edit="with red hair")
@@ -141,3 +142,20 @@ def test_a_malformed_portrait_fit_in_the_model_index_is_one_clear_error(tiny_sem
     del index["portrait_fit"]                 # models written before the fit existed: the preset's settings
     (copy / "model_index.json").write_text(json.dumps(index))
     assert RodinPipeline.from_pretrained(copy).portrait_fit == TINY.portrait_fit
+
+
+def test_an_edited_portrait_is_the_fitted_view_where_the_edit_changes_nothing(fitted):
+    from rodin.fit.portrait import edited_portrait, portrait_view
+
+    decoder, planes, _ = fitted
+    config, render = replace(TINY.portrait_fit, edit_threshold=0.1), TINY.render
+    mine, other = planes[0], planes[1]
+    view = portrait_view(mine, decoder, resolution=config.resolution, render=render)
+    # An edit that changes nothing leaves the fitted avatar's own view.
+    torch.testing.assert_close(edited_portrait(mine, other, other, decoder, config=config, render=render), view)
+    # Where the edit changes the drawn view by the threshold or more, the edited view is taken whole.
+    target = edited_portrait(mine, mine, other, decoder, config=config, render=render)
+    now = portrait_view(other, decoder, resolution=config.resolution, render=render)
+    changed = (now - view).abs().amax(0) >= 0.1
+    assert changed.any() and (~changed).any()
+    torch.testing.assert_close(target[:, changed], now[:, changed])

@@ -292,12 +292,12 @@ def edit_figures(pipe, judge: AttributeJudge, latents: torch.Tensor, cases: list
     avatars of an edit start from the same noise. Returns the figures and the judge's reading of the
     unedited avatars, which a caller trying several strengths or directions can pass back. With `fit`
     (planes, rows, noise_seed= -> planes fitted to those rows' portraits) the unedited avatars are fitted and
-    the edited ones are the fitted ones plus what the edit changed in the drawn ones, as `pipe.edit` does."""
+    the edited ones refitted to them outside what the edit changes, as `pipe.edit` does (`pipe.refit_edit`)."""
     noise_seed = seed + 20_000
     rows = [row for row, *_ in cases]
     before = torch.stack([latents[row] for row in rows])
     drawn = fitted = None
-    if fit is not None:             # portraits' avatars fitted to them: an edit adds its change to the fit
+    if fit is not None:             # portraits' avatars fitted to them, and their edits refitted
         drawn = generate(before, seed=noise_seed)
         fitted = fit(drawn, rows, noise_seed=noise_seed)
         judged_before = judge_planes(judge, pipe, fitted)
@@ -314,7 +314,8 @@ def edit_figures(pipe, judge: AttributeJudge, latents: torch.Tensor, cases: list
         means = None
     planes_after = generate(after, seed=noise_seed, means=means)
     if fitted is not None:
-        planes_after = fitted + (planes_after - drawn)
+        planes_after = torch.stack([pipe.refit_edit(f, d, a, seed=noise_seed + k)
+                                    for k, (f, d, a) in enumerate(zip(fitted, drawn, planes_after))])
     judged_after = judge_planes(judge, pipe, planes_after)
     success, kept = [], []
     for (_, name, value, _), was, now in zip(cases, judged_before, judged_after):

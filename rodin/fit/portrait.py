@@ -31,6 +31,31 @@ def keep_cameras(count: int) -> Tensor:
     return orbit_cameras(azimuths, [KEEP_ELEVATION] * count)
 
 
+def portrait_view(planes: Tensor, decoder, *, resolution: int, render: RenderConfig) -> Tensor:
+    """(3, R, R) render of `planes` (3, C, H, W) from the portrait camera, on the background."""
+    from rodin.data.synth import PORTRAIT_FOV_X, portrait_camera
+
+    occupancy = occupancy_from_density(planes.detach()[None], decoder, resolution=render.occupancy_resolution,
+                                       threshold=render.occupancy_threshold)
+    rays = camera_rays(portrait_camera()[None].to(planes.device), PORTRAIT_FOV_X, resolution).reshape(-1)
+    with torch.no_grad():
+        rgb = render_rays(planes.detach()[None], decoder, rays, samples=render.samples, importance=render.importance,
+                          occupancy=occupancy, background=render.background).rgb
+    return rgb.reshape(resolution, resolution, 3).permute(2, 0, 1)
+
+
+def edited_portrait(fitted: Tensor, drawn: Tensor, edited: Tensor, decoder, *, config: PortraitFitConfig,
+                    render: RenderConfig) -> Tensor:
+    """What a fitted avatar's portrait becomes under an edit: its own view from the portrait camera, except
+    where the edit changes the drawn avatar's view (by `config.edit_threshold` or more, ramping up to it),
+    which is taken from the edited drawn avatar. Fitting the edited avatar to it keeps the likeness where
+    the edit does not act and leaves the edit whole where it does."""
+    views = [portrait_view(p, decoder, resolution=config.resolution, render=render) for p in (fitted, drawn, edited)]
+    mine, was, now = views
+    changed = ((now - was).abs().amax(0, keepdim=True) / max(config.edit_threshold, 1e-6)).clamp(0, 1)
+    return changed * now + (1 - changed) * mine
+
+
 def _opacity(density: Tensor, step: float) -> Tensor:
     return 1.0 - torch.exp(-density * step)
 
