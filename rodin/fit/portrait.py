@@ -19,7 +19,7 @@ from torch import Tensor
 from rodin.config import PortraitFitConfig, RenderConfig
 from rodin.errors import ConfigError, DataError
 from rodin.render.cameras import DEFAULT_FOV_X, camera_rays, orbit_cameras
-from rodin.render.volume import occupancy_from_density, render_rays, uniform
+from rodin.render.volume import occupancy_from_density, render_rays, render_views, uniform
 from rodin.triplane.sampling import sample_triplane
 
 KEEP_ELEVATION = 10.0          # degrees: the kept views look as turntables and the judge do
@@ -35,13 +35,13 @@ def portrait_view(planes: Tensor, decoder, *, resolution: int, render: RenderCon
     """(3, R, R) render of `planes` (3, C, H, W) from the portrait camera, on the background."""
     from rodin.data.synth import PORTRAIT_FOV_X, portrait_camera
 
-    occupancy = occupancy_from_density(planes.detach()[None], decoder, resolution=render.occupancy_resolution,
+    planes = planes.detach()
+    occupancy = occupancy_from_density(planes[None], decoder, resolution=render.occupancy_resolution,
                                        threshold=render.occupancy_threshold)
-    rays = camera_rays(portrait_camera()[None].to(planes.device), PORTRAIT_FOV_X, resolution).reshape(-1)
-    with torch.no_grad():
-        rgb = render_rays(planes.detach()[None], decoder, rays, samples=render.samples, importance=render.importance,
-                          occupancy=occupancy, background=render.background).rgb
-    return rgb.reshape(resolution, resolution, 3).permute(2, 0, 1)
+    rgb, _, _ = render_views(planes, decoder, portrait_camera()[None].to(planes.device), PORTRAIT_FOV_X, resolution,
+                             samples=render.samples, importance=render.importance, occupancy=occupancy,
+                             background=render.background)
+    return rgb[0].permute(2, 0, 1)
 
 
 def edited_portrait(fitted: Tensor, drawn: Tensor, edited: Tensor, decoder, *, config: PortraitFitConfig,
@@ -91,8 +91,10 @@ def fit_to_portrait(planes: Tensor, decoder, portrait: Tensor, *, config: Portra
                            occupancy=occupancy, background=render.background, perturb=perturb,
                            generator=generator).rgb
 
-    with torch.no_grad():
-        kept_rgb = torch.cat([draw(drawn, kept[k:k + 16384], False) for k in range(0, len(kept), 16384)])
+    kept_rgb, _, _ = render_views(drawn, decoder, keep_cameras(config.keep_views).to(device), DEFAULT_FOV_X, side,
+                                  samples=config.samples, importance=config.importance, occupancy=occupancy,
+                                  background=render.background)
+    kept_rgb = kept_rgb.reshape(-1, 3)
     requires = [p.requires_grad for p in decoder.parameters()]
     for p in decoder.parameters():
         p.requires_grad_(False)
