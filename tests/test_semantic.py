@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import csv
+import math
 from pathlib import Path
 
 import pytest
@@ -186,9 +187,27 @@ def test_eval_semantic_runs_end_to_end_with_a_tiny_judge(tiny_semantic_model, ti
                                 edits=2, batch=2, include_training=True, log=lambda m: None)
     for key in ("portrait_attr_acc", "text_attr_acc", "edit_success", "edit_preservation", "judge_gt_acc"):
         assert 0.0 <= figures[key] <= 1.0
+    for key in ("portrait_attr_acc_shown", "text_attr_acc_shown", "edit_success_shown", "edit_preservation_shown",
+                "judge_gt_acc_shown"):      # NaN where these few cases show nothing of the kind
+        assert math.isnan(figures[key]) or 0.0 <= figures[key] <= 1.0
     assert figures["text_cases"] == 3 and figures["edit_cases"] == 2
     assert figures["guidance_scale"] == pipe.base.config.diffusion.guidance_scale
     assert figures["cases_from"] == "all subjects"
+
+
+def test_hair_under_a_hat_is_not_judged_where_the_avatar_does_not_show_it():
+    from rodin.eval.semantic import _shown
+
+    capped = {"hat": "cap", "hair_style": "short", "beard": "none", "glasses": "round"}
+    assert not _shown(capped, "hair_style") and not _shown(capped, "hair_colour")
+    assert _shown(capped, "glasses") and _shown(capped, "hat")
+    assert _shown({**capped, "beard": "full"}, "hair_colour")              # a beard shows the colour
+    assert not _shown({**capped, "beard": "full"}, "hair_style")
+    assert _shown({**capped, "hair_style": "long"}, "hair_style")          # long hair hangs below the rim
+    assert _shown({**capped, "hair_style": "long"}, "hair_colour")
+    assert _shown({**capped, "hat": "none"}, "hair_style") and _shown({**capped, "hat": "none"}, "hair_colour")
+    assert not _shown({"hair_style": "bald", "beard": "none", "hat": "none"}, "hair_colour")
+    assert _shown({"hair_colour": "red"}, "hair_colour")                     # a prompt naming only the colour
 
 
 def test_eval_semantic_samples_at_the_guidance_it_is_given(tiny_semantic_model):

@@ -83,6 +83,15 @@ def _register() -> None:
     app.command("edit")(generate_cli.edit)
 
 
+def _close_process_group() -> None:
+    """Under `accelerate launch`, leave the process group before the interpreter exits: left to exit
+    alone, a process's communication threads are torn down while still joinable, and it can abort
+    (SIGABRT, "terminate called without an active exception") after its work is done and saved."""
+    distributed = sys.modules.get("torch.distributed")
+    if distributed is not None and distributed.is_available() and distributed.is_initialized():
+        distributed.destroy_process_group()
+
+
 def main(argv: list[str] | None = None) -> None:
     argv = list(sys.argv[1:] if argv is None else argv)
     debug = "--debug" in argv
@@ -92,7 +101,10 @@ def main(argv: list[str] | None = None) -> None:
 
         tune_allocator()
     try:
-        app(args=argv, prog_name="rodin", standalone_mode=True)
+        try:
+            app(args=argv, prog_name="rodin", standalone_mode=True)
+        finally:
+            _close_process_group()
     except RodinError as err:
         if debug:
             raise

@@ -12,7 +12,8 @@ around the front (azimuth -30, 0, 30 at 10 degrees elevation; class probabilitie
   (compared with the unedited avatar drawn from the same noise).
 
 The judge's own accuracy on the same subjects' ground-truth portraits is reported beside: the
-ceiling that generated avatars can reach by this measure.
+ceiling that generated avatars can reach by this measure. Each figure but the edits' also comes over what
+the avatar's front shows (`*_shown`): hair hidden under a hat is not judged there (`_shown`).
 """
 
 from __future__ import annotations
@@ -218,6 +219,8 @@ def evaluate_semantic(pipe, judge: AttributeJudge, data: Path, *, subjects: int 
     judged_truth = judge.predict(portraits)
     gt_pairs = [(n, t[n], j[n]) for t, j in zip(truth, judged_truth) for n in JUDGED if _judged(t, n)]
     figures["judge_gt_acc"], _ = _accuracy(gt_pairs)
+    pair_attrs = [t for t in truth for n in JUDGED if _judged(t, n)]     # the subject of each portrait pair
+    figures["judge_gt_acc_shown"], figures["shown_pairs"] = _shown_accuracy(gt_pairs, pair_attrs)
 
     log(f"portraits: {len(chosen)} held-out subjects")
     latents = torch.cat([pipe.encode_image(f / "portrait.png") for f, _ in chosen])
@@ -237,11 +240,13 @@ def evaluate_semantic(pipe, judge: AttributeJudge, data: Path, *, subjects: int 
         judged = judge_planes(judge, pipe, originals)
         pairs = [(n, t[n], j[n]) for t, j in zip(truth, judged) for n in JUDGED if _judged(t, n)]
         figures["portrait_attr_acc_drawn"], figures["portrait_per_attribute_drawn"] = _accuracy(pairs)
+        figures["portrait_attr_acc_drawn_shown"], _ = _shown_accuracy(pairs, pair_attrs)
         log(f"portraits: fitting {len(chosen)} avatars to their portraits ({fit_steps} steps each)")
         originals = fit(originals, list(range(len(chosen))), noise_seed=seed)
     judged = judge_planes(judge, pipe, originals)
     pairs = [(n, t[n], j[n]) for t, j in zip(truth, judged) for n in JUDGED if _judged(t, n)]
     figures["portrait_attr_acc"], figures["portrait_per_attribute"] = _accuracy(pairs)
+    figures["portrait_attr_acc_shown"], _ = _shown_accuracy(pairs, pair_attrs)
     figures["portrait_cases"] = len(chosen)
     figures["portrait_steps"] = fit_steps
 
@@ -260,12 +265,15 @@ def evaluate_semantic(pipe, judge: AttributeJudge, data: Path, *, subjects: int 
     judged = judge_planes(judge, pipe, generate(text_latents, seed=seed + 10_000, means=text_means))
     pairs = [(n, v, j[n]) for (named, _), j in zip(cases, judged) for n, v in named.items()]
     figures["text_attr_acc"], figures["text_per_attribute"] = _accuracy(pairs)
+    figures["text_attr_acc_shown"], figures["text_shown_pairs"] = _shown_accuracy(
+        pairs, [named for named, _ in cases for _ in named])
     figures["text_cases"] = len(cases)
     figures["text_examples"] = [p for _, p in cases[:5]]
 
     log(f"edits: {edits} at strength {strength}")
     cases = edit_cases(truth, edits, rng)
-    edited, _ = edit_figures(pipe, judge, latents, cases, strength=strength, generate=generate, seed=seed, fit=fit)
+    edited, _ = edit_figures(pipe, judge, latents, cases, strength=strength, generate=generate, seed=seed, fit=fit,
+                             truth=truth)
     figures.update(edited)
     figures["edit_strength"] = strength
     figures["sample_steps"] = steps or pipe.base.config.diffusion.sample_steps
@@ -287,12 +295,15 @@ def edit_cases(truth: list[dict], count: int, rng: random.Random) -> list[tuple[
 def edit_figures(pipe, judge: AttributeJudge, latents: torch.Tensor, cases: list[tuple[int, str, str, str]], *,
                  strength: float, generate: Callable[..., torch.Tensor], seed: int = 0,
                  judged_before: list[dict] | None = None,
-                 fit: Callable[..., torch.Tensor] | None = None) -> tuple[dict, list[dict]]:
+                 fit: Callable[..., torch.Tensor] | None = None,
+                 truth: list[dict] | None = None) -> tuple[dict, list[dict]]:
     """Success and preservation of `cases` (`edit_cases`) applied to the z's `latents` at `strength`; both
     avatars of an edit start from the same noise. Returns the figures and the judge's reading of the
     unedited avatars, which a caller trying several strengths or directions can pass back. With `fit`
     (planes, rows, noise_seed= -> planes fitted to those rows' portraits) the unedited avatars are fitted and
-    the edited ones refitted to them outside what the edit changes, as `pipe.edit` does (`pipe.refit_edit`)."""
+    the edited ones refitted to them outside what the edit changes, as `pipe.edit` does (`pipe.refit_edit`).
+    With `truth` (the subjects' attributes, indexed by the cases' rows) both figures also come over what the
+    avatars show (`_shown`, before and after the edit)."""
     noise_seed = seed + 20_000
     rows = [row for row, *_ in cases]
     before = torch.stack([latents[row] for row in rows])
@@ -317,13 +328,22 @@ def edit_figures(pipe, judge: AttributeJudge, latents: torch.Tensor, cases: list
         planes_after = torch.stack([pipe.refit_edit(f, d, a, seed=noise_seed + k)
                                     for k, (f, d, a) in enumerate(zip(fitted, drawn, planes_after))])
     judged_after = judge_planes(judge, pipe, planes_after)
-    success, kept = [], []
-    for (_, name, value, _), was, now in zip(cases, judged_before, judged_after):
+    success, kept, success_shown, kept_shown = [], [], [], []
+    for (row, name, value, _), was, now in zip(cases, judged_before, judged_after):
         success.append(now[name] == value)
         others = [n for n in JUDGED if n != name and not (name.startswith("hair") and n.startswith("hair"))]
         kept.extend(now[n] == was[n] for n in others)
+        if truth is not None:
+            asked = {**truth[row], name: value}
+            if _shown(asked, name):
+                success_shown.append(now[name] == value)
+            kept_shown.extend(now[n] == was[n] for n in others if _shown(truth[row], n) and _shown(asked, n))
     figures = {"edit_success": float(np.mean(success)), "edit_preservation": float(np.mean(kept)),
                "edit_cases": len(cases)}
+    if truth is not None:
+        figures.update(edit_success_shown=float(np.mean(success_shown)) if success_shown else float("nan"),
+                       edit_shown_cases=len(success_shown),
+                       edit_preservation_shown=float(np.mean(kept_shown)) if kept_shown else float("nan"))
     return figures, judged_before
 
 
@@ -397,3 +417,25 @@ def planes_attribute_accuracy(judge: AttributeJudge, decoder, render, planes: to
 
 def _judged(attrs: dict, name: str) -> bool:
     return not (name == "hair_colour" and attrs.get("hair_style") == "bald" and attrs.get("beard") == "none")
+
+
+def _shown(attrs: dict, name: str) -> bool:
+    """Whether the front of an avatar with `attrs` (a subject's attributes, or the part a prompt names)
+    shows attribute `name`. The generator cuts hair away above a hat's rim: under a hat only long hair
+    hangs into view, and the hair's colour shows only there or in a beard. The judge reads such hidden
+    hair near chance on ground truth (`benchmarks/judge_visibility.py`), so figures over what is shown
+    measure the avatar, where the full figures also count the judge's guesses."""
+    if name not in ("hair_style", "hair_colour"):
+        return True
+    style = attrs.get("hair_style")
+    hidden = attrs.get("hat", "none") != "none" and style != "long"
+    if name == "hair_style":
+        return not hidden
+    has_beard = attrs.get("beard", "none") != "none"
+    return has_beard or not (hidden or style == "bald")
+
+
+def _shown_accuracy(pairs: list[tuple[str, str, str]], attrs: list[dict]) -> tuple[float, int]:
+    """`_accuracy` over the pairs whose attribute `_shown` says the avatar shows (attrs: one per pair)."""
+    kept = [pair for pair, a in zip(pairs, attrs) if _shown(a, pair[0])]
+    return _accuracy(kept)[0], len(kept)
