@@ -42,7 +42,7 @@ def judge_by_visibility(judge, data: Path, *, batch: int = 256) -> dict:
             groups: dict = defaultdict(list)
             for t, p, h, k in zip(truth, predicted, hats, keep):
                 if k and h and name in t:
-                    groups[f"{t['hair_style']}, {'beard' if t['beard'] != 'none' else 'no beard'}"].append(
+                    groups[f"{t['hair_style']}_{'beard' if t['beard'] != 'none' else 'no_beard'}"].append(
                         p[name] == t[name])
             under[name] = {group: _rate(pairs) for group, pairs in sorted(groups.items())}
         out[kind] = {"by_hat": split, "under_a_hat": dict(under)}
@@ -56,7 +56,7 @@ def main() -> None:
     parser.add_argument("--out", type=Path)
     args = parser.parse_args()
     judge = load_judge(args.judge).eval()
-    figures = {"judge": str(args.judge), "datasets": {str(d): judge_by_visibility(judge, d) for d in args.data}}
+    figures = {"judge": str(args.judge), "datasets": {d.name: judge_by_visibility(judge, d) for d in args.data}}
     for data, result in figures["datasets"].items():
         print(f"{data}: {result['subjects']} held-out subjects")
         for kind in ("portraits", "views"):
