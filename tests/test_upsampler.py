@@ -204,6 +204,14 @@ def test_cli_trains_and_reports_json(run, tmp_path, capsys):
     assert info.value.code == 0
     figures = json.loads(capsys.readouterr().out.strip().splitlines()[-1])
     assert figures["steps"] == 2 and (tmp_path / "m" / "upsampler" / "model.safetensors").is_file()
+    tiny_base = json.loads((tmp_path / "m" / "upsampler" / "config.json").read_text())["config"]["base_resolution"]
+    with pytest.raises(SystemExit) as info:        # an upsampler for a base model of another side
+        main(["train", "upsampler", "--triplanes", str(run), "--out", str(tmp_path / "m4"), "--preset", "tiny",
+              "--steps", "1", "--batch", "2", "--cpu", "--base-resolution", str(tiny_base // 2)])
+    assert info.value.code == 0
+    saved = json.loads((tmp_path / "m4" / "upsampler" / "config.json").read_text())["config"]
+    assert saved["base_resolution"] == tiny_base // 2
+    capsys.readouterr()
     with pytest.raises(SystemExit) as info:
         main(["train", "upsampler", "--triplanes", str(tmp_path / "nowhere"), "--out", str(tmp_path / "n"),
               "--preset", "tiny", "--cpu"])

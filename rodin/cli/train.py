@@ -163,6 +163,9 @@ def upsampler(
     lr: float | None = typer.Option(None, "--lr", min=0.0, help="Peak learning rate."),
     augment_noise: float | None = typer.Option(None, "--augment-noise", min=0.0, help="Largest noise std on the "
                                                "condition while training (default: the preset's)."),
+    base_resolution: int | None = typer.Option(None, "--base-resolution", min=1, help="Side of the base planes "
+                                               "it enlarges (default: the preset's base side; another side "
+                                               "serves a base model that draws planes of that side)."),
     seed: int | None = typer.Option(None, "--seed", help="Training seed."),
     checkpoint_every: int | None = typer.Option(None, "--checkpoint-every", min=1, help="Steps between "
                                                 "resumable checkpoints (default: the preset's)."),
@@ -180,6 +183,8 @@ def upsampler(
     from rodin.train.upsampler import UPSAMPLER, train_upsampler
 
     chosen = get_preset(preset)
+    if base_resolution is not None:
+        chosen = replace(chosen, triplane=replace(chosen.triplane, base_resolution=base_resolution))
     overrides = {k: v for k, v in dict(steps=steps, batch=batch, lr=lr, seed=seed,
                                       checkpoint_every=checkpoint_every).items() if v is not None}
     mcfg = chosen.upsampler if augment_noise is None else replace(chosen.upsampler, augment_noise=augment_noise)
