@@ -12,8 +12,8 @@ around the front (azimuth -30, 0, 30 at 10 degrees elevation; class probabilitie
   (compared with the unedited avatar drawn from the same noise).
 
 The judge's own accuracy on the same subjects' ground-truth portraits is reported beside: the
-ceiling that generated avatars can reach by this measure. Each figure but the edits' also comes over what
-the avatar's front shows (`*_shown`): hair hidden under a hat is not judged there (`_shown`).
+ceiling that generated avatars can reach by this measure. Every figure also comes over what the avatar's
+front shows (`*_shown`): hair hidden under a hat is not judged there (`_shown`).
 """
 
 from __future__ import annotations
