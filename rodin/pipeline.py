@@ -341,34 +341,54 @@ class RodinPipeline:
         return self.prior.sample(text, generator=_prior_generator(seed), guidance_scale=guidance_scale)
 
     @torch.no_grad()
-    def prompt_means(self, prompts: list[str], latents: torch.Tensor) -> torch.Tensor | None:
+    def prompt_means(self, prompts: list[str], latents: torch.Tensor, *,
+                     skip: frozenset[str] = frozenset()) -> torch.Tensor | None:
         """The planes the base model starts prompts' avatars from, given their z (None: the mean-planes head's
         planes of z, as for a portrait). The text head's planes; with a prompt reader, mixed with the
         mean-planes head's planes of the drawn z, as `text_head_share` says: each carries attributes the other
-        misses (BENCHMARKS.md, "Prompts read as attributes")."""
+        misses (BENCHMARKS.md, "Prompts read as attributes"); then, where the reader holds value planes,
+        steered toward the values each prompt names except the attributes in `skip` (`PromptReader.steer`)."""
         from rodin.semantic.text import check_prompt
 
         if not self.prompts_use_text_head:
             return None
-        texts = self._text_encoder().encode_texts([check_prompt(p) for p in prompts]).cpu()
+        prompts = [check_prompt(p) for p in prompts]
+        texts = self._text_encoder().encode_texts(prompts).cpu()
         mean = self.base.prompt_mean(texts)
         if self.reader is not None:
             share = self.reader.config.text_head_share
             mean = share * mean + (1.0 - share) * self.base.mean_planes(latents.to(mean))
+            if self.reader.value_planes is not None and self.reader.config.steer > 0:
+                self._check_value_planes()
+                said = self.reader.config.said
+                readings = [self.reader.read(p).named(said) for p in prompts]
+                mean = self.reader.steer(mean, readings, self.base.normalise, skip=skip)
         return mean
+
+    def _check_value_planes(self) -> None:
+        shape = tuple(self.reader.config.plane_shape)
+        want = (3, self.base.config.unet.channels) + (self.base.config.unet.resolution,) * 2
+        if shape != want:
+            raise DataError(f"{self.path}: the prompt reader's value planes {shape} do not fit this base model "
+                            f"{want}; measure them again with `rodin train steering --triplanes RUN`")
 
     @torch.no_grad()
     def prompt_mean(self, prompt: str, *, latent: torch.Tensor | None = None,
-                    edited: torch.Tensor | None = None) -> torch.Tensor | None:
+                    edited: torch.Tensor | None = None, edits: list[str] = ()) -> torch.Tensor | None:
         """The planes the base model starts a prompt's avatar from (`prompt_means`; None without a text
         head). `latent` is the prompt's own z (needed with a prompt reader); with `edited` (z after an edit)
         too, the edit's change to the mean-planes head's planes is added, so that an edit moves a prompt's
-        avatar as it moves a portrait's."""
+        avatar as it moves a portrait's. The prompt is not steered toward what `edits` name: "with blue hair"
+        on "a person with red hair" must not be pulled back to red."""
         if not self.prompts_use_text_head:
             return None
         if latent is None and self.reader is not None:
             raise ValueError("with a prompt reader, a prompt's planes depend on its drawn z: pass latent")
-        mean = self.prompt_means([prompt], latent)
+        skip = frozenset()
+        if edits and self.reader is not None:
+            said = self.reader.config.said
+            skip = frozenset(name for text in edits for name in self.reader.read(text).named(said))
+        mean = self.prompt_means([prompt], latent, skip=skip)
         if latent is not None and edited is not None:
             heads = self.base.mean_planes(torch.cat([latent, edited]).to(mean))
             mean = mean + heads[1:] - heads[:1]
@@ -432,7 +452,8 @@ class RodinPipeline:
                 raise DataError(f"{self.path}: this model has no latent prior, so an avatar from a seed has no "
                                 "z to edit; edit a portrait's avatar instead")
             latent = self.edit_latent(latent, text, strength=strength)
-        mean = None if prompt is None else self.prompt_mean(prompt, latent=unedited, edited=latent)
+        mean = None if prompt is None else self.prompt_mean(prompt, latent=unedited, edited=latent,
+                                                            edits=[text for text, _ in edits])
         if not changes:
             return latent, mean
         if mean is None:

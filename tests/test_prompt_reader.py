@@ -16,6 +16,7 @@ from rodin.data.avatar import caption, described, sample_attributes
 from rodin.errors import ConfigError
 from rodin.eval import semantic as evaluation
 from rodin.pipeline import RodinPipeline
+from rodin.semantic import prompt_reader
 from rodin.semantic.prompt_reader import (
     READ_ATTRIBUTES,
     PromptReader,
@@ -140,6 +141,49 @@ def test_draws_come_from_the_portraits_that_have_what_the_prompt_names():
     assert torch.allclose(_Confident(config, {}).bank_log_weights(["x"]), torch.zeros(1, 40, dtype=torch.float64))
 
 
+def _rolled(planes: torch.Tensor) -> torch.Tensor:
+    """(B, 3, C, H, W) -> (B, C, H, 3W): a base model's normalisation with unit statistics."""
+    return torch.cat(planes.unbind(1), dim=-1)
+
+
+def _steering_reader(reading: dict[str, str | None], *, steer: float = 2.0) -> PromptReader:
+    """A reader of `reading` holding value planes of 20 subjects: 8 with ginger hair, whose planes are 1 in
+    plane 0 (and 0 elsewhere), 12 with black hair (0 everywhere); 2 with a cap (too few to steer by)."""
+    words = PromptReaderConfig().vocabulary
+    config = PromptReaderConfig(plane_shape=(3, 2, 4, 4), plane_subjects=20, steer=steer)
+    reader = _Confident(config, reading)
+    ginger, black, cap = (words.index(w) for w in ("hair_colour=ginger", "hair_colour=black", "hat=cap"))
+    reader.value_planes[ginger, 0] = 1.0
+    reader.value_counts[ginger], reader.value_counts[black], reader.value_counts[cap] = 8, 12, 2
+    reader.planes_mean.copy_(8 / 20 * reader.value_planes[ginger].float())
+    return reader
+
+
+def test_prompts_are_steered_toward_the_values_they_name():
+    reader = _steering_reader({"hair_colour": "ginger", "hat": "cap"})
+    with_value, without = reader.value_means("hair_colour", "ginger")
+    assert torch.allclose(with_value[0], torch.ones(2, 4, 4)) and torch.allclose(without, torch.zeros(3, 2, 4, 4))
+    assert reader.value_means("hat", "cap") is None            # 2 subjects: too few to measure
+    d = _rolled(with_value[None] - without[None])[0]
+
+    def reached(planes: torch.Tensor) -> float:
+        return float((planes * d).sum() / (d * d).sum())
+
+    start = torch.randn(2, 2, 4, 12, generator=torch.Generator().manual_seed(0)) * 0.1
+    start[1] += 3.0 * d                                        # already past the target
+    readings = [reader.read("x").named()] * 2
+    steered = reader.steer(start, readings, _rolled)
+    assert reached(steered[0]) == pytest.approx(2.0, abs=1e-5)
+    assert torch.equal(steered[1], start[1])
+    # Only along d: what d does not touch (planes 1 and 2) is as it was.
+    assert torch.equal(steered[0][..., 4:], start[0][..., 4:])
+    assert torch.equal(reader.steer(start, readings, _rolled, skip=frozenset({"hair_colour"})), start)
+    assert torch.equal(_steering_reader({"hair_colour": "ginger"}, steer=0.0).steer(start, readings, _rolled), start)
+    assert torch.equal(PromptReader(PromptReaderConfig()).steer(start, readings, _rolled), start)   # no value planes
+    with pytest.raises(ConfigError, match="steer"):
+        PromptReaderConfig(steer=-1.0)
+
+
 def test_an_empty_bank_is_a_clear_error():
     from rodin.errors import DataError
 
@@ -201,6 +245,54 @@ def test_a_trained_reader_reads_prompts_and_the_pipeline_draws_from_it(model_wit
         pipe.prompt_mean("a person with ginger hair")
     edited = pipe.edit(avatar, edit="wearing sunglasses", strength=1.0, steps=2)
     assert edited.info["prompt"] == "a person with ginger hair" and edited.planes.isfinite().all()
+
+
+def test_value_planes_steer_the_pipeline_prompts(model_with_reader, tiny_fit_run, monkeypatch, capsys):
+    if not (model_with_reader / "reader").is_dir():
+        train_reader(tiny_fit_run / "data", model_with_reader,
+                     train=ReaderTrainConfig(captions=512, steps=5, batch=128), log=lambda m: None)
+    steered = model_with_reader.parent / "steered"
+    shutil.copytree(model_with_reader, steered)
+    before = RodinPipeline.from_pretrained(steered).reader.state_dict()
+    with pytest.raises(SystemExit) as exit_:
+        main(["train", "steering", "--out", str(steered), "--triplanes", str(tiny_fit_run / "run")])
+    assert exit_.value.code == 0
+    assert json.loads(capsys.readouterr().out.strip().splitlines()[-1])["plane_subjects"] >= 2
+    pipe = RodinPipeline.from_pretrained(steered)
+    reader = pipe.reader
+    side = pipe.base.config.unet.resolution
+    assert reader.config.plane_shape == (3, pipe.base.config.unet.channels, side, side)
+    assert all(torch.equal(v, reader.state_dict()[k]) for k, v in before.items())    # the reader is kept
+    assert int(reader.value_counts.sum()) == 9 * reader.config.plane_subjects      # one value per attribute
+    # The tiny run has too few subjects to steer by; with the bar lowered, a prompt read as naming a value some
+    # of them have moves its planes toward it, and an edit that names the same attribute keeps it as it was.
+    monkeypatch.setattr(prompt_reader, "MIN_VALUE_SUBJECTS", 1)
+    counts = reader.value_counts.tolist()
+    word = next(w for w, n in zip(reader.config.vocabulary, counts) if 0 < n < reader.config.plane_subjects)
+    name, value = word.split("=", 1)
+    confident = _Confident(reader.config, {name: value})
+    monkeypatch.setattr(reader, "probabilities", confident.probabilities)
+    prompt = "a person"
+    named = reader.read(prompt).named()
+    assert named[name][0] == value
+    z = pipe.encode_prompt(prompt, seed=5)
+    text = pipe.semantic.encode_texts([prompt]).cpu()
+    with torch.no_grad():
+        halves = 0.5 * pipe.base.prompt_mean(text) + 0.5 * pipe.base.mean_planes(z)
+    expected = reader.steer(halves, [named], pipe.base.normalise)
+    assert not torch.allclose(expected, halves)
+    assert torch.allclose(pipe.prompt_mean(prompt, latent=z), expected, atol=1e-5)
+    assert torch.allclose(pipe.prompt_mean(prompt, latent=z, edits=["with another one"]), halves, atol=1e-5)
+    avatar = pipe(prompt=prompt, seed=5, steps=2, upsample=False)
+    assert avatar.planes.isfinite().all()
+
+
+def test_train_steering_command_says_what_is_wrong(tmp_path, capsys):
+    with pytest.raises(SystemExit) as exit_:
+        main(["train", "steering", "--out", str(tmp_path / "m"), "--triplanes", str(tmp_path / "missing")])
+    assert exit_.value.code == 2
+    err = capsys.readouterr().err
+    assert "missing" in err and "Traceback" not in err
 
 
 def test_a_reader_read_with_another_encoder_is_set_aside(model_with_reader, tiny_fit_run):

@@ -42,6 +42,19 @@ def test_the_shipped_reader_reads_a_prompt_clause_by_clause_and_draws_from_its_b
     assert "glasses round" in pipe.prompt_reading("a person with round glasses and a beanie")
 
 
+def test_the_shipped_reader_steers_prompts_toward_what_they_name(pipe):
+    import torch
+
+    reader = pipe.reader
+    side = pipe.base.config.unet.resolution
+    assert reader.config.plane_shape == (3, pipe.base.config.unet.channels, side, side) and reader.config.steer > 0
+    with_value, without = pipe.base.normalise(torch.stack(reader.value_means("hair_colour", "green")))
+    d = with_value - without
+    z = pipe.encode_prompt("a person with green hair", seed=0)
+    mean = pipe.prompt_mean("a person with green hair", latent=z)[0]
+    assert float(((mean - without) * d).sum() / (d * d).sum()) >= reader.config.steer - 1e-3
+
+
 def test_a_prompt_runs_through_every_stage_and_renders_refined_views(pipe):
     assert pipe.upsampler is not None and pipe.refiner is not None
     avatar = pipe(prompt="a person with short black hair in a red t-shirt", seed=0, steps=2)

@@ -149,6 +149,24 @@ def text_head(
     print(json.dumps(figures), flush=True)
 
 
+@app.command("steering")
+def steering(
+    out: Path = typer.Option(..., "--out", help="A model folder with a prompt reader (OUT/reader) and a base "
+                             "model; the reader gets the value planes."),
+    triplanes: Path = typer.Option(..., "--triplanes", help="The fit run the base model was trained on."),
+    data: Path | None = typer.Option(None, "--data", help="The run's dataset, if not where the run recorded it."),
+) -> None:
+    """Give a model's prompt reader value planes (the mean planes of the run's training subjects with each
+    attribute value): prompts' avatars then start from planes steered toward the values they name."""
+    from rodin.fit.store import TriplaneStore
+    from rodin.train.reader import READER, add_value_planes
+
+    TriplaneStore.open(triplanes / "triplanes")          # a wrong run is named as such, before its dataset
+    figures = add_value_planes(out, triplanes, data=data, log=lambda m: typer.echo(m, err=True))
+    typer.echo(f"wrote {out / READER}")
+    print(json.dumps(figures), flush=True)
+
+
 @app.command("upsampler")
 def upsampler(
     triplanes: Path = typer.Option(..., "--triplanes", help="A fit run folder (rodin fit output)."),

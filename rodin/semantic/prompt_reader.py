@@ -17,12 +17,20 @@ A prompt's z is the renormalised mean of `draws` bank portraits drawn, by seed, 
 bank given the reading: an attribute the prompt names weighs each portrait by the reader's probability of
 that portrait's value against a uniform guess; an attribute it leaves open weighs nothing. A prompt that
 names nothing known draws from the whole bank, i.e. an unconditional avatar.
+
+A reader may also hold value planes (`rodin train steering`): per value, the mean tri-plane of a fit run's
+training subjects that have it. The planes a prompt's avatar starts from are then steered toward each value
+the prompt names (`steer`): along that value's mean difference d (with it minus without it) until their
+projection on d lies `config.steer` differences past the typical subject without it. Starting planes are
+regression means, pale and average where the judge and the eye need a clear hair colour or a hat's brim
+(BENCHMARKS.md, "Prompts steered toward what they name").
 """
 
 from __future__ import annotations
 
 import math
 import re
+from collections.abc import Callable
 from dataclasses import dataclass
 
 import torch
@@ -38,6 +46,9 @@ READ_ATTRIBUTES: dict[str, tuple[str, ...]] = {
     "glasses": tuple(a.GLASSES), "hat": tuple(a.HATS), "clothing": tuple(a.CLOTHING),
     "clothing_colour": tuple(a.CLOTH_COLOURS), "expression": tuple(a.EXPRESSIONS), "skin": tuple(a.SKIN_NAMES),
 }
+
+
+MIN_VALUE_SUBJECTS = 5     # fitted subjects needed on each side of a value to steer toward it
 
 
 def default_vocabulary() -> tuple[str, ...]:
@@ -71,6 +82,10 @@ class PromptReaderConfig:
     text_head_share: float = 0.5  # share of the base model's text-head planes in a prompt's starting planes
                                   # (the rest: its mean-planes head's planes of the drawn z)
     encoder_digest: str = ""      # sha256 of the semantic encoder the bank's portraits were read with
+    plane_shape: tuple[int, ...] = ()     # (3, C, H, W) of the value planes (the base model's side); () for none
+    plane_subjects: int = 0       # fitted subjects the value planes were measured on
+    steer: float = 1.5            # how far a prompt's starting planes go toward each value it names, in mean
+                                  # differences from the typical subject without it (0: not steered)
 
     def __post_init__(self) -> None:
         table = split_vocabulary(self.vocabulary)
@@ -82,6 +97,8 @@ class PromptReaderConfig:
             raise ConfigError(f"prompt reader: text_head_share must lie in [0, 1], got {self.text_head_share}")
         if not 0.0 < self.said < 1.0:
             raise ConfigError(f"prompt reader: said must lie between 0 and 1, got {self.said}")
+        if not (math.isfinite(self.steer) and self.steer >= 0.0):
+            raise ConfigError(f"prompt reader: steer must be a number >= 0, got {self.steer}")
 
 
 @dataclass(frozen=True)
@@ -119,6 +136,15 @@ class PromptReader(nn.Module):
         self.register_buffer("bank_latents", torch.zeros(config.bank, config.dim))
         # Per bank portrait, the index of its value of each attribute; -1 where unknown.
         self.register_buffer("bank_codes", torch.full((config.bank, len(self.names)), -1, dtype=torch.long))
+        if config.plane_shape:
+            # Per vocabulary word, the mean tri-plane of the subjects with that value (half precision: 6 MB at
+            # the small preset), how many they were, and the mean of them all.
+            words = len(config.vocabulary)
+            self.register_buffer("value_planes", torch.zeros(words, *config.plane_shape, dtype=torch.float16))
+            self.register_buffer("value_counts", torch.zeros(words, dtype=torch.long))
+            self.register_buffer("planes_mean", torch.zeros(*config.plane_shape))
+        else:
+            self.value_planes = self.value_counts = self.planes_mean = None
 
     def forward(self, states: Tensor, mask: Tensor) -> list[Tensor]:
         """Token states (B, T, F) and mask (B, T) -> per attribute, logits (B, values + 1); the last class
@@ -158,6 +184,41 @@ class PromptReader(nn.Module):
             said = p[:-1] / p[:-1].sum().clamp_min(1e-12)
             values[name] = {v: float(q) for v, q in zip(self.table[name], said)}
         return Reading(unsaid=unsaid, values=values)
+
+    def value_means(self, name: str, value: str) -> tuple[Tensor, Tensor] | None:
+        """(mean tri-plane of the measured subjects with `value` of `name`, mean of those without), or None
+        where the reader holds no value planes or too few subjects on either side."""
+        word = f"{name}={value}"
+        if self.value_planes is None or word not in self.config.vocabulary:
+            return None
+        k = self.config.vocabulary.index(word)
+        n, total = int(self.value_counts[k]), self.config.plane_subjects
+        if n < MIN_VALUE_SUBJECTS or total - n < MIN_VALUE_SUBJECTS:
+            return None
+        with_value = self.value_planes[k].float()
+        return with_value, (total * self.planes_mean.float() - n * with_value) / (total - n)
+
+    @torch.no_grad()
+    def steer(self, means: Tensor, readings: list[dict[str, tuple[str, float]]],
+              normalise: Callable[[Tensor], Tensor], *, skip: frozenset[str] = frozenset()) -> Tensor:
+        """Starting planes (B, C, H, 3W) in the base model's normalised units, each moved toward the values its
+        reading names (`Reading.named`), one attribute after the other, except the attributes in `skip`:
+        along d = normalise(with) - normalise(without) until the projection of (planes - without) on d
+        reaches `config.steer` (1: the typical subject with the value). Planes already past it stay."""
+        target = self.config.steer
+        if self.value_planes is None or target <= 0:
+            return means
+        out = means.clone()
+        for row, named in enumerate(readings):
+            for name, (value, _) in named.items():
+                pair = None if name in skip else self.value_means(name, value)
+                if pair is None:
+                    continue
+                with_value, without = normalise(torch.stack(pair).to(out))
+                d = with_value - without
+                reached = float(((out[row] - without) * d).sum() / (d * d).sum().clamp_min(1e-12))
+                out[row] += max(0.0, target - reached) * d
+        return out
 
     def bank_log_weights(self, prompts: list[str]) -> Tensor:
         """(B, bank) log posterior weights of the bank's portraits given each prompt (unnormalised)."""

@@ -237,7 +237,7 @@ def _prior(plan: Plan, *, log, show_progress: bool, cpu: bool) -> dict:
     from rodin.semantic.loading import load_semantic
     from rodin.train.encoder import SEMANTIC
     from rodin.train.prior import PRIOR, train_prior
-    from rodin.train.reader import READER, train_reader
+    from rodin.train.reader import READER, add_value_planes, train_reader
 
     p = plan.preset
     semantic = load_semantic(plan.out / SEMANTIC)
@@ -246,6 +246,8 @@ def _prior(plan: Plan, *, log, show_progress: bool, cpu: bool) -> dict:
     write_model_index(plan.out, render=p.render, preset=p.name, components={PRIOR: PRIOR})
     # The prompt reader draws prompts' z from the same identities' portraits (its figures beside the prior's).
     reader = train_reader(plan.identities, plan.out, train=p.train_reader, log=log)
+    if (plan.out / "base" / "config.json").is_file():    # prompts are steered at the base model's side
+        reader["steering"] = add_value_planes(plan.out, plan.fit, log=log)
     write_model_index(plan.out, render=p.render, preset=p.name, components={READER: READER})
     return {**figures, "reader": reader}
 

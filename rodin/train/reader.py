@@ -5,6 +5,9 @@ attributes, each recording what it names (`rodin.data.avatar.described`): no ren
 frozen backbone's token states are computed once, so the training itself is a small classifier over
 cached features (a minute on 2 cores). The bank is the training split of DATA: its portraits read by the
 model's semantic encoder, as `RodinPipeline.encode_image` reads a user's, and their attributes.json.
+
+`add_value_planes` (`rodin train steering`) gives a trained reader the value planes prompts are steered by:
+per value, the mean tri-plane of a fit run's training subjects that have it, at the base model's side.
 """
 
 from __future__ import annotations
@@ -26,7 +29,7 @@ from rodin.modeling import save_component
 READER = "reader"
 KIND = "prompt-reader"
 MENTIONS = (None, 1, 1, 2, 2, 3, 3, 4)     # whole captions, and prompts naming a few attributes
-__all__ = ["KIND", "READER", "ReaderTrainConfig", "reader_captions", "train_reader"]
+__all__ = ["KIND", "READER", "ReaderTrainConfig", "add_value_planes", "reader_captions", "train_reader"]
 
 
 def reader_captions(count: int, *, seed: int = 0, share: float = 0.5) -> list[tuple[str, dict[str, str]]]:
@@ -169,3 +172,64 @@ def train_reader(data: Path | str, model: Path | str, *, train: ReaderTrainConfi
     log(f"reader: held-out captions read {figures['heldout_exact']:.3f} exactly, named attributes "
         f"{figures['heldout_named_recall']:.3f}")
     return figures
+
+
+@torch.no_grad()
+def add_value_planes(model: Path | str, run: Path | str, *, data: Path | None = None, chunk: int = 64,
+                     log: Callable[[str], None] = print) -> dict:
+    """Give MODEL/reader value planes measured on the training subjects of the fit run RUN (the one MODEL's
+    base model was trained on), resized to the base model's side; the reader's classifiers and bank are
+    unchanged. Returns what was measured; nothing is written on failure."""
+    from rodin.config import BaseModelConfig
+    from rodin.diffusion.base import KIND as BASE_KIND
+    from rodin.diffusion.base import BaseDiffusion
+    from rodin.fit.store import TriplaneStore
+    from rodin.modeling import load_component
+    from rodin.semantic.prompt_reader import PromptReader, PromptReaderConfig
+    from rodin.train.base import data_folder, load_plane_sets
+    from rodin.triplane.triplane import resize_planes
+
+    model, run = Path(model), Path(run)
+    if not (model / READER / "config.json").is_file():
+        raise DataError(f"{model}: no prompt reader (MODEL/{READER}); train one with `rodin train reader`")
+    if not (model / "base" / "config.json").is_file():
+        raise DataError(f"{model}: no base model (MODEL/base); value planes are measured at its side")
+    reader = load_component(PromptReader, PromptReaderConfig, model / READER, kind=KIND)
+    base = load_component(BaseDiffusion, BaseModelConfig, model / "base", kind=BASE_KIND)
+    store = TriplaneStore.open(run / "triplanes")
+    channels, side = base.config.unet.channels, base.config.unet.resolution
+    if store.planes.shape[2] != channels:
+        raise DataError(f"{run}: its tri-planes have {store.planes.shape[2]} channels, the base model reads "
+                        f"{channels}; give the fit run the base was trained on")
+    dataset = data_folder(run, data)
+    rows, _ = load_plane_sets(store)
+    words = reader.config.vocabulary
+    sums = torch.zeros(len(words), 3, channels, side, side, dtype=torch.float64)
+    counts = torch.zeros(len(words), dtype=torch.long)
+    total = torch.zeros(3, channels, side, side, dtype=torch.float64)
+    for start in range(0, len(rows), chunk):
+        part = rows[start:start + chunk]
+        planes = resize_planes(store.get(part).float(), side).double()
+        total += planes.sum(0)
+        for k, i in enumerate(part):
+            path = dataset / store.ids[i] / "attributes.json"
+            try:
+                attrs = json.loads(path.read_text())
+            except (OSError, ValueError):
+                raise DataError(f"{path}: missing or not valid JSON; value planes need the labels of "
+                                "`rodin data synth`") from None
+            for w, word in enumerate(words):
+                name, _, value = word.partition("=")
+                if attrs.get(name) == value:
+                    sums[w] += planes[k]
+                    counts[w] += 1
+    config = replace(reader.config, plane_shape=(3, channels, side, side), plane_subjects=len(rows))
+    out = PromptReader(config)
+    out.load_state_dict(reader.state_dict(), strict=False)
+    out.value_planes.copy_((sums / counts.clamp_min(1)[:, None, None, None, None]).half())
+    out.value_counts.copy_(counts)
+    out.planes_mean.copy_((total / len(rows)).float())
+    save_component(out.eval(), model / READER, kind=KIND)
+    measured = sum(out.value_means(*word.split("=", 1)) is not None for word in words)
+    log(f"reader: value planes of {measured} of {len(words)} values from {len(rows)} fitted subjects")
+    return {"plane_subjects": len(rows), "values_measured": measured, "values": len(words)}
