@@ -169,10 +169,10 @@ def main() -> None:
         planes = _generate(pipe, latents, seed=10_000, batch=16, steps=args.steps, means=means)
         judged = judge_planes(judge, pipe, planes)
         acc, per = _accuracy([(n, v, j[n]) for (named, _), j in zip(cases, judged) for n, v in named.items()])
-        figures[variant] = {"text_attr_acc": acc, "per_attribute": per, "stray_opacity": round(stray(pipe, planes), 4),
+        figures[variant.replace(".", "_")] = {"text_attr_acc": acc, "per_attribute": per, "stray_opacity": round(stray(pipe, planes), 4),
                             "seconds": round(time.perf_counter() - started, 1)}
         print(variant, round(acc, 3), {k: round(v, 2) for k, v in per.items()},
-              "stray", figures[variant]["stray_opacity"], flush=True)
+              "stray", figures[variant.replace(".", "_")]["stray_opacity"], flush=True)
     if args.out:
         write_json(args.out, figures)
 
