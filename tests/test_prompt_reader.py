@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import dataclasses
 import json
 import random
 import re
@@ -13,7 +14,7 @@ import torch
 
 from rodin.cli.main import main
 from rodin.data.avatar import caption, described, sample_attributes
-from rodin.errors import ConfigError
+from rodin.errors import ConfigError, DataError
 from rodin.eval import semantic as evaluation
 from rodin.pipeline import RodinPipeline
 from rodin.semantic import prompt_reader
@@ -185,8 +186,6 @@ def test_prompts_are_steered_toward_the_values_they_name():
 
 
 def test_an_empty_bank_is_a_clear_error():
-    from rodin.errors import DataError
-
     with pytest.raises(DataError, match="empty bank"):
         _Confident(PromptReaderConfig(), {}).draw(["a person"])
 
@@ -283,16 +282,23 @@ def test_value_planes_steer_the_pipeline_prompts(model_with_reader, tiny_fit_run
     assert not torch.allclose(expected, halves)
     assert torch.allclose(pipe.prompt_mean(prompt, latent=z), expected, atol=1e-5)
     assert torch.allclose(pipe.prompt_mean(prompt, latent=z, edits=["with another one"]), halves, atol=1e-5)
+    # Value planes measured for a base model of another side are named as such, not broadcast.
+    reader.config = dataclasses.replace(reader.config, plane_shape=(3, 1, 2, 2))
+    with pytest.raises(DataError, match="rodin train steering"):
+        pipe.prompt_mean(prompt, latent=z)
     avatar = pipe(prompt=prompt, seed=5, steps=2, upsample=False)
     assert avatar.planes.isfinite().all()
 
 
-def test_train_steering_command_says_what_is_wrong(tmp_path, capsys):
-    with pytest.raises(SystemExit) as exit_:
-        main(["train", "steering", "--out", str(tmp_path / "m"), "--triplanes", str(tmp_path / "missing")])
-    assert exit_.value.code == 2
-    err = capsys.readouterr().err
-    assert "missing" in err and "Traceback" not in err
+def test_train_steering_command_says_what_is_wrong(tmp_path, tiny_fit_run, capsys):
+    for out, run, expected in ((tmp_path / "m", tmp_path / "missing", "missing"),
+                               (tmp_path / "m", tiny_fit_run / "run", "no prompt reader")):
+        with pytest.raises(SystemExit) as exit_:
+            main(["train", "steering", "--out", str(out), "--triplanes", str(run)])
+        assert exit_.value.code == 2
+        err = capsys.readouterr().err
+        assert expected in err and "Traceback" not in err
+    assert not (tmp_path / "m").exists()
 
 
 def test_a_reader_read_with_another_encoder_is_set_aside(model_with_reader, tiny_fit_run):
