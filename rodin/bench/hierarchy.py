@@ -116,8 +116,10 @@ def upsampler(*, quick: bool = False, model: Path | None = None, subjects: int |
         "sample_s": round(sample_s, 3),
         "step_s": round(_upsampler_step_s(up, batch=2 if quick else preset.train_upsampler.batch), 3),
         "model": str(folder),
+        # Subjects are made and fitted in the same order for any count: the first 8 of 16 are the 8 alone.
+        "per_subject": {name: [round(v, 2) for v in values] for name, values in scores.items()},
     }
-    rows = [(k.replace("_", " "), str(v)) for k, v in figures.items()]
+    rows = [(k.replace("_", " "), str(v)) for k, v in figures.items() if k != "per_subject"]
     return BenchResult("Upsampler (stage 3): held-out renders of upsampled vs bicubically enlarged base planes",
                        rows, figures)
 
