@@ -9,7 +9,10 @@ decoder at the full plane resolution (`rodin bench fit`'s recipe), and their hel
 - refiner: the fitted planes are rendered `scale` times smaller than the views and enlarged by the
   refiner and bicubically. Flicker is the mean change between neighbouring frames of a slow turn
   (2° a frame), as a ratio to the same measure on renders at the full size: a refiner that invents
-  detail frame by frame scores above 1.
+  detail frame by frame scores above 1. That measure also grows with sharpness (a sharper frame changes
+  more when it moves), so the turn is also rendered by the generator itself, and the excess flicker is
+  the mean of |(change between frames) − (the true views' change)|: what moves that the subject does not,
+  as a ratio to the full-size render's.
 
 `step_s` is one training step (forward and backward) of the stage at its preset's batch size.
 """
@@ -136,7 +139,7 @@ def refiner(*, quick: bool = False, model: Path | None = None, subjects: int | N
     count = subjects or (2 if quick else 8)
     with tempfile.TemporaryDirectory() as tmp:
         fits = _heldout_fits(folder, pipe, subjects=count, steps=20 if quick else steps, tmp=Path(tmp))
-    refined_psnr, bicubic_psnr, flicker, flicker_bicubic = [], [], [], []
+    refined_psnr, bicubic_psnr, flicker, flicker_bicubic, excess, excess_bicubic = [], [], [], [], [], []
     for k, subject in enumerate(fits.subjects):
         side = subject.resolution
         if side % scale:
@@ -158,6 +161,10 @@ def refiner(*, quick: bool = False, model: Path | None = None, subjects: int | N
         reference = _frame_change(native[:, :3])
         flicker.append(_frame_change(moving) / reference)
         flicker_bicubic.append(_frame_change(moving_bicubic) / reference)
+        truth = _true_turn(k, turn, side)
+        true_reference = _excess_change(native[:, :3], truth)
+        excess.append(_excess_change(moving, truth) / true_reference)
+        excess_bicubic.append(_excess_change(moving_bicubic, truth) / true_reference)
     mean = lambda values: sum(values) / len(values)  # noqa: E731
     figures = {
         "subjects": count,
@@ -167,6 +174,8 @@ def refiner(*, quick: bool = False, model: Path | None = None, subjects: int | N
         "psnr_gain_db": round(mean(refined_psnr) - mean(bicubic_psnr), 2),
         "flicker_ratio": round(mean(flicker), 3),
         "flicker_ratio_bicubic": round(mean(flicker_bicubic), 3),
+        "excess_flicker_ratio": round(mean(excess), 3),
+        "excess_flicker_ratio_bicubic": round(mean(excess_bicubic), 3),
         "step_s": round(_refiner_step_s(net, preset, quick=quick), 4),
         "model": str(folder),
     }
@@ -178,6 +187,27 @@ def refiner(*, quick: bool = False, model: Path | None = None, subjects: int | N
 def _frame_change(frames: torch.Tensor) -> float:
     """Mean absolute change between neighbouring frames (V, 3, H, W)."""
     return float((frames[1:] - frames[:-1]).abs().mean())
+
+
+def _excess_change(frames: torch.Tensor, truth: torch.Tensor) -> float:
+    """Mean absolute difference between the frame-to-frame changes of `frames` and of the true views (both
+    (V, 3, H, W)): the part of the motion the subject does not make."""
+    return float(((frames[1:] - frames[:-1]) - (truth[1:] - truth[:-1])).abs().mean())
+
+
+def _true_turn(index: int, c2w: torch.Tensor, side: int) -> torch.Tensor:
+    """Benchmark subject `index` rendered by the generator at the cameras c2w, on white: (V, 3, side, side)."""
+    import numpy as np
+
+    from rodin.data.avatar import sample_attributes
+    from rodin.data.sdf import build_avatar
+    from rodin.data.synth import render_views, subject_seed
+    from rodin.render.cameras import DEFAULT_FOV_X
+
+    avatar = build_avatar(sample_attributes(subject_seed(BENCH_SEED, index)))
+    rgba = torch.from_numpy(np.ascontiguousarray(render_views(avatar, c2w, DEFAULT_FOV_X, side)))
+    rgb = rgba[..., :3] * rgba[..., 3:] + (1.0 - rgba[..., 3:])
+    return rgb.permute(0, 3, 1, 2).float()
 
 
 def _preset_of(folder: Path):
