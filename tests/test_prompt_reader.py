@@ -282,12 +282,12 @@ def test_value_planes_steer_the_pipeline_prompts(model_with_reader, tiny_fit_run
     assert not torch.allclose(expected, halves)
     assert torch.allclose(pipe.prompt_mean(prompt, latent=z), expected, atol=1e-5)
     assert torch.allclose(pipe.prompt_mean(prompt, latent=z, edits=["with another one"]), halves, atol=1e-5)
+    avatar = pipe(prompt=prompt, seed=5, steps=2, upsample=False)
+    assert avatar.planes.isfinite().all()
     # Value planes measured for a base model of another side are named as such, not broadcast.
     reader.config = dataclasses.replace(reader.config, plane_shape=(3, 1, 2, 2))
     with pytest.raises(DataError, match="rodin train steering"):
         pipe.prompt_mean(prompt, latent=z)
-    avatar = pipe(prompt=prompt, seed=5, steps=2, upsample=False)
-    assert avatar.planes.isfinite().all()
 
 
 def test_train_steering_command_says_what_is_wrong(tmp_path, tiny_fit_run, capsys):
