@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import inspect
 import json
 import math
 import random
@@ -22,7 +23,9 @@ from rodin.data.synth import (
     FORMAT,
     MARKER,
     PORTRAIT_TARGET,
+    SUPERSAMPLE,
     render_avatar,
+    render_views,
     sdf_grid,
     subject_split,
     synth_dataset,
@@ -158,6 +161,44 @@ def test_portrait_shows_a_face_looking_toward_plus_z():
         rgb, a = img[..., :3], img[..., 3]
         return int(((rgb.min(axis=-1) > 0.8) & (a > 0.99))[10:30].sum())
     assert eye_white(front) > eye_white(back)
+
+
+def test_a_supersampled_pixel_is_the_mean_of_its_footprint():
+    """k x k supersampling is the premultiplied mean of the k-times-larger render's blocks: a pixel's colour is
+    its footprint's, so texture finer than a pixel does not alias differently in each view."""
+    avatar = build_avatar(sample_attributes(11))
+    camera = orbit_cameras([30.0], [10.0])
+    grid = sdf_grid(avatar)
+    fine = torch.from_numpy(render_views(avatar, camera, DEFAULT_FOV_X, 48, grid))[0]
+    mean = render_views(avatar, camera, DEFAULT_FOV_X, 16, grid, supersample=3)[0]
+    blocks = torch.cat([fine[..., :3] * fine[..., 3:], fine[..., 3:]], -1).reshape(16, 3, 16, 3, 4).mean((1, 3))
+    covered = blocks[..., 3] >= 0.5 / 255
+    assert np.allclose(mean[..., 3][covered], blocks[..., 3][covered].numpy(), atol=1e-6)
+    assert (mean[..., 3][~covered] == 0).all() and (mean[..., :3][~covered] == 0).all()
+    assert np.allclose((mean[..., :3] * mean[..., 3:])[covered], blocks[..., :3][covered].numpy(), atol=1e-5)
+    # Edges are partly covered, and a pixel's colour varies less than its nine points' colours do.
+    assert ((mean[..., 3] > 0.05) & (mean[..., 3] < 0.95)).sum() > 10
+    single = render_views(avatar, camera, DEFAULT_FOV_X, 16, grid)[0]
+    assert np.array_equal(single, render_views(avatar, camera, DEFAULT_FOV_X, 16, grid, supersample=1)[0])
+    with pytest.raises(ValueError):
+        render_views(avatar, camera, DEFAULT_FOV_X, 16, grid, supersample=0)
+
+
+def test_supersampling_is_recorded_and_a_change_redoes_the_subject(dataset, tmp_path):
+    from rodin.cli.data import synth
+
+    transforms = json.loads((dataset / "subject_00000" / "transforms.json").read_text())
+    assert transforms["rodin"]["supersample"] == SUPERSAMPLE > 1
+    assert json.loads((dataset / "index.json").read_text())["supersample"] == SUPERSAMPLE
+    # The CLI's default is the generator's (typer needs it literally, without importing torch).
+    assert inspect.signature(synth).parameters["supersample"].default.default == SUPERSAMPLE
+    # A folder made with another supersampling is redone, and 1 shades one point per pixel.
+    out = tmp_path / "one"
+    synth_dataset(out, subjects=1, seed=7, progress=False, supersample=1, **SMALL)
+    view = np.asarray(Image.open(out / "subject_00000" / "images" / "r_000.png"))
+    assert not np.array_equal(view, np.asarray(Image.open(dataset / "subject_00000" / "images" / "r_000.png")))
+    synth_dataset(out, subjects=1, seed=7, progress=False, **SMALL)
+    assert _files(out / "subject_00000") == _files(dataset / "subject_00000")
 
 
 # --- the files -----------------------------------------------------------------------------------

@@ -19,7 +19,7 @@ WITH_DEVICE = ("fit", "paper")                     # benchmarks that run on a ch
 def run_command(name: str, *, quick: bool = False, steps: int | None = None, subjects: int | None = None,
                 settings: list[str] | None = None, record: bool = True, model: Path | None = None,
                 device: str = "cpu", precision: str = "fp32", batch: int = 1, stages: str | None = None,
-                fsdp: int = 1) -> None:
+                fsdp: int = 1, supersample: int | None = None) -> None:
     from rich.console import Console
     from rich.table import Table
 
@@ -36,8 +36,8 @@ def run_command(name: str, *, quick: bool = False, steps: int | None = None, sub
         return
     options: dict = {"quick": quick}
     overrides = parse_settings(settings or [])
-    if name != "fit" and overrides:
-        raise ConfigError("--set applies to `rodin bench fit` only")
+    if name != "fit" and (overrides or supersample is not None):
+        raise ConfigError("--set and --supersample apply to `rodin bench fit` only")
     if name not in FITTING and (steps is not None or subjects is not None):
         raise ConfigError(f"--steps and --subjects apply to `rodin bench {'|'.join(FITTING)}` only")
     if model is not None:
@@ -62,11 +62,14 @@ def run_command(name: str, *, quick: bool = False, steps: int | None = None, sub
         options["subjects"] = subjects
     if overrides:
         options["overrides"] = overrides
+    if supersample is not None:
+        options["supersample"] = supersample
     words = ["rodin", "bench", name] + (["--steps", str(steps)] if steps is not None else [])
     words += (["--subjects", str(subjects)] if subjects is not None else [])
     words += (["--model", str(model)] if model is not None else [])
     extras = {"device": device if device != "cpu" else None, "precision": precision if precision != "fp32" else None,
-              "batch": batch if batch != 1 else None, "stages": stages or None, "fsdp": fsdp if fsdp != 1 else None}
+              "batch": batch if batch != 1 else None, "stages": stages or None, "fsdp": fsdp if fsdp != 1 else None,
+              "supersample": supersample}
     for key, value in extras.items():
         words += [f"--{key}", str(value)] if value is not None else []
     for word in settings or []:

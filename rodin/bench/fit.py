@@ -22,11 +22,12 @@ BENCH_SEED = 1000   # not the seed of any training set
 
 
 def run(*, quick: bool = False, decoder: Path | None = None, subjects: int | None = None,
-        steps: int | None = None, overrides: dict | None = None, device: str = "cpu") -> BenchResult:
+        steps: int | None = None, overrides: dict | None = None, device: str = "cpu",
+        supersample: int | None = None) -> BenchResult:
     """`overrides` replace FitConfig fields by name (checked like a config file), so a tuning run is one
     command: `rodin bench fit --set plane_lr=0.04`."""
     from rodin.config import FitConfig, from_dict
-    from rodin.data.synth import synth_dataset
+    from rodin.data.synth import SUPERSAMPLE, synth_dataset
     from rodin.fit.run import fit_dataset
 
     preset = get_preset("small")
@@ -40,13 +41,15 @@ def run(*, quick: bool = False, decoder: Path | None = None, subjects: int | Non
         raise DataError(f"{decoder}: no fitted decoder; run `rodin fit` on a small-preset dataset first "
                         "or pass one")
     count = subjects or (4 if quick else 16)
+    supersample = SUPERSAMPLE if supersample is None else supersample
     with tempfile.TemporaryDirectory() as tmp:
         data = Path(tmp) / "data"
         # Generated in parallel (the same subjects whatever the workers; not part of the timed fit), so that
         # a GPU machine's fit of many subjects does not wait on one core drawing them.
         workers = max(1, min(len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else 1, count, 8))
         synth_dataset(data, subjects=count, views=preset.data.views, resolution=preset.data.resolution,
-                      seed=BENCH_SEED, portrait_resolution=64, progress=False, workers=workers)
+                      seed=BENCH_SEED, portrait_resolution=64, supersample=supersample, progress=False,
+                      workers=workers)
         start = time.perf_counter()
         metrics = fit_dataset(data, Path(tmp) / "run", preset=preset, decoder_path=decoder, device=device,
                               show_progress=False, log=lambda m: None)
@@ -56,6 +59,7 @@ def run(*, quick: bool = False, decoder: Path | None = None, subjects: int | Non
         "subjects": count,
         "views": preset.data.views,
         "resolution": preset.data.resolution,
+        "supersample": supersample,
         "steps": preset.fit.steps,
         "overrides": changes,
         "subjects_per_min": round(count / fit_seconds * 60, 2),

@@ -201,11 +201,12 @@ def _true_turn(index: int, c2w: torch.Tensor, side: int) -> torch.Tensor:
 
     from rodin.data.avatar import sample_attributes
     from rodin.data.sdf import build_avatar
-    from rodin.data.synth import render_views, subject_seed
+    from rodin.data.synth import SUPERSAMPLE, render_views, subject_seed
     from rodin.render.cameras import DEFAULT_FOV_X
 
     avatar = build_avatar(sample_attributes(subject_seed(BENCH_SEED, index)))
-    rgba = torch.from_numpy(np.ascontiguousarray(render_views(avatar, c2w, DEFAULT_FOV_X, side)))
+    rgba = torch.from_numpy(np.ascontiguousarray(render_views(avatar, c2w, DEFAULT_FOV_X, side,
+                                                              supersample=SUPERSAMPLE)))
     rgb = rgba[..., :3] * rgba[..., 3:] + (1.0 - rgba[..., 3:])
     return rgb.permute(0, 3, 1, 2).float()
 

@@ -20,12 +20,16 @@ def synth(
     portrait_resolution: int = typer.Option(128, "--portrait-resolution", min=8,
                                             help="Frontal portrait resolution (pixels)."),
     workers: int = typer.Option(1, "--workers", min=1, help="Processes rendering subjects in parallel."),
+    supersample: int = typer.Option(3, "--supersample", min=1,
+                                    help="Rays per pixel side, averaged (3: 9 per pixel). 1 shades one point per "
+                                         "pixel, as datasets made before 2026-12-05 did (aliased texture)."),
 ) -> None:
     """Synthesise procedural avatars as NeRF-synthetic subject folders plus index.json."""
     from rodin.data.synth import synth_dataset
 
     path = synth_dataset(out, subjects=subjects, views=views, resolution=resolution, seed=seed,
-                         portrait_resolution=portrait_resolution, workers=workers, progress=True)
+                         portrait_resolution=portrait_resolution, supersample=supersample, workers=workers,
+                         progress=True)
     typer.echo(f"wrote {subjects} subjects to {path}")
 
 

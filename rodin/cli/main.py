@@ -53,6 +53,9 @@ def bench(
                                       "refiner)."),
     fsdp: int = typer.Option(1, "--fsdp", min=1, help="paper only: run the stages that train with --fsdp in "
                              "this many processes, the model sharded across them (one GPU each on cuda)."),
+    supersample: int | None = typer.Option(None, "--supersample", min=1, help="fit only: rays per pixel side of "
+                                           "the generated ground truth (default: the generator's, 3; 1 is the "
+                                           "aliased generator of before 2026-12-05)."),
     record: bool = typer.Option(True, "--record/--no-record", help="Write benchmarks/results/NAME.json."),
 ) -> None:
     """Run a benchmark; prints a table, then one JSON object with the figures as the last line.
@@ -60,7 +63,7 @@ def bench(
     from rodin.bench.cli import run_command
 
     run_command(name, quick=quick, steps=steps, subjects=subjects, settings=settings, record=record, model=model,
-                device=device, precision=precision, batch=batch, stages=stages, fsdp=fsdp)
+                device=device, precision=precision, batch=batch, stages=stages, fsdp=fsdp, supersample=supersample)
 
 
 def _register() -> None:

@@ -49,7 +49,8 @@ from rodin.io import png_bytes, to_uint8, write_atomic, write_json
 from rodin.render.cameras import DEFAULT_FOV_X, DEFAULT_RADIUS, camera_rays, orbit_cameras
 
 FORMAT = "rodin-synth/1"
-GENERATOR = "rodin-procedural/1"
+GENERATOR = "rodin-procedural/2"     # /2: pixels are footprint means (SUPERSAMPLE); /1 shaded one point each
+SUPERSAMPLE = 3                        # rays per pixel side: 3 x 3 shaded points averaged per pixel
 ELEVATION_RANGE = (-15.0, 45.0)        # degrees, the band the views cover
 PORTRAIT_TARGET = (0.0, 0.32, 0.0)     # the portrait looks at the head
 PORTRAIT_ELEVATION = 3.0
@@ -248,19 +249,36 @@ def shade(avatar: AvatarSDF, grid: SDFGrid, points: Tensor, normals: Tensor, par
 
 @torch_threads(1)
 def render_views(avatar: AvatarSDF, c2w: Tensor, fov_x: float, resolution: int,
-                 grid: SDFGrid | None = None) -> np.ndarray:
-    """RGBA float images (V, R, R, 4) of cameras c2w (V, 4, 4)."""
+                 grid: SDFGrid | None = None, *, supersample: int = 1) -> np.ndarray:
+    """RGBA float images (V, R, R, 4) of cameras c2w (V, 4, 4).
+
+    `supersample` k shades k x k rays per pixel and averages them (premultiplied), as Blender and
+    cameras do: a pixel is its footprint's mean colour, not the colour of one point in it. Without
+    it, texture finer than a pixel aliases differently in every view, and no 3D fit can agree with
+    all of them."""
+    if supersample < 1:
+        raise ValueError(f"supersample must be >= 1 (got {supersample})")
     grid = sdf_grid(avatar) if grid is None else grid
     c2w = c2w.reshape(-1, 4, 4)
-    rays = camera_rays(c2w, fov_x, resolution)
+    side = resolution * supersample
+    rays = camera_rays(c2w, fov_x, side)
     o, d = rays.origins.reshape(-1, 3), rays.directions.reshape(-1, 3)
-    pixel_angle = 2.0 * math.tan(0.5 * fov_x) / resolution
+    pixel_angle = 2.0 * math.tan(0.5 * fov_x) / side
     tr = trace(avatar, grid, o, d, pixel_angle)
     rgba = torch.zeros(o.shape[0], 4)
     rgba[:, 3] = tr.alpha
     if tr.shaded.numel():
         rgba[tr.shaded, :3] = shade(avatar, grid, tr.points, tr.normals, tr.part, d[tr.shaded])
-    return rgba.reshape(c2w.shape[0], resolution, resolution, 4).numpy()
+    rgba = rgba.reshape(c2w.shape[0], side, side, 4)
+    if supersample > 1:
+        k = supersample
+        premultiplied = torch.cat([rgba[..., :3] * rgba[..., 3:], rgba[..., 3:]], dim=-1)
+        blocks = premultiplied.reshape(c2w.shape[0], resolution, k, resolution, k, 4).mean(dim=(2, 4))
+        # Coverage under half an 8-bit level is background: a PNG would store colour under alpha 0.
+        alpha = torch.where(blocks[..., 3:] < 0.5 / 255, torch.zeros_like(blocks[..., 3:]), blocks[..., 3:])
+        rgb = torch.where(alpha > 0, blocks[..., :3] / alpha.clamp_min(1e-8), torch.zeros_like(blocks[..., :3]))
+        rgba = torch.cat([rgb.clamp(0.0, 1.0), alpha], dim=-1)
+    return rgba.numpy()
 
 
 def render_avatar(avatar: AvatarSDF, c2w: Tensor, fov_x: float, resolution: int,
@@ -331,10 +349,12 @@ def subject_seed(dataset_seed: int, index: int) -> int:
     return int.from_bytes(digest[:6], "big")
 
 
-def _marker(dataset_seed: int, index: int, views: int, resolution: int, portrait_resolution: int) -> str:
+def _marker(dataset_seed: int, index: int, views: int, resolution: int, portrait_resolution: int,
+            supersample: int) -> str:
     return json.dumps({"generator": GENERATOR, "seed": int(dataset_seed), "index": int(index),
                        "views": int(views), "resolution": int(resolution),
-                       "portrait_resolution": int(portrait_resolution)}, sort_keys=True)
+                       "portrait_resolution": int(portrait_resolution), "supersample": int(supersample)},
+                      sort_keys=True)
 
 
 def _rows(c2w: Tensor) -> list[list[float]]:
@@ -381,16 +401,15 @@ def _json_bytes(obj: Any) -> bytes:
 
 
 def synth_subject(out_dir: Path | str, index: int, *, dataset_seed: int, views: int, resolution: int,
-                  portrait_resolution: int = 128, writer: _Writer | None = None) -> dict[str, Any]:
+                  portrait_resolution: int = 128, supersample: int = SUPERSAMPLE,
+                  writer: _Writer | None = None) -> dict[str, Any]:
     """Write subject `index` of dataset `dataset_seed` into out_dir/subject_NNNNN (skips it when
     already complete with the same parameters; redoes a partial one). Returns its index entry
     {"id", "split", "caption"}. The subject depends only on (dataset_seed, index)."""
-    if views < 1 or resolution < 8 or portrait_resolution < 8:
-        raise DataError(f"need views >= 1 and resolutions >= 8 (got views={views}, "
-                        f"resolution={resolution}, portrait resolution={portrait_resolution})")
+    _check_sizes(views, resolution, portrait_resolution, supersample)
     sid = subject_id(index)
     folder = Path(out_dir) / sid
-    marker = _marker(dataset_seed, index, views, resolution, portrait_resolution)
+    marker = _marker(dataset_seed, index, views, resolution, portrait_resolution, supersample)
     if subject_complete(folder, marker):
         try:
             text = json.loads((folder / "attributes.json").read_text())["caption"]
@@ -412,14 +431,14 @@ def synth_subject(out_dir: Path | str, index: int, *, dataset_seed: int, views: 
         avatar = build_avatar(attrs)
         grid = sdf_grid(avatar)
         c2w = subject_cameras(views, offset)
-        images = render_views(avatar, c2w, DEFAULT_FOV_X, resolution, grid)
+        images = render_views(avatar, c2w, DEFAULT_FOV_X, resolution, grid, supersample=supersample)
         frames = []
         for k in range(views):
             name = f"images/r_{k:03d}.png"
             writer.put(folder / name, lambda k=k: png_bytes(images[k]))
             frames.append({"file_path": name, "transform_matrix": _rows(c2w[k])})
         pc2w = portrait_camera()
-        portrait = render_views(avatar, pc2w, PORTRAIT_FOV_X, portrait_resolution, grid)[0]
+        portrait = render_views(avatar, pc2w, PORTRAIT_FOV_X, portrait_resolution, grid, supersample=supersample)[0]
         writer.put(folder / "portrait.png", lambda: png_bytes(portrait))
         mesh = avatar_mesh_ply(avatar, grid)
     writer.put(folder / "mesh.ply", lambda: mesh)
@@ -428,7 +447,8 @@ def synth_subject(out_dir: Path | str, index: int, *, dataset_seed: int, views: 
     writer.put(folder / "attributes.json", lambda: _json_bytes(attributes))
     transforms = {
         "camera_angle_x": DEFAULT_FOV_X,
-        "rodin": {"up": "y", "bound": 1.0, "generator": GENERATOR, "radius": DEFAULT_RADIUS},
+        "rodin": {"up": "y", "bound": 1.0, "generator": GENERATOR, "radius": DEFAULT_RADIUS,
+                  "supersample": int(supersample)},
         "frames": frames,
         "portrait": {"file_path": "portrait.png", "camera_angle_x": PORTRAIT_FOV_X,
                      "transform_matrix": _rows(pc2w)},
@@ -444,23 +464,29 @@ def _worker_init() -> None:
     torch.set_num_threads(1)
 
 
-def _worker_subject(args: tuple[str, int, int, int, int, int]) -> dict[str, Any]:
-    out, index, seed, views, resolution, portrait_resolution = args
+def _worker_subject(args: tuple[str, int, int, int, int, int, int]) -> dict[str, Any]:
+    out, index, seed, views, resolution, portrait_resolution, supersample = args
     return synth_subject(out, index, dataset_seed=seed, views=views, resolution=resolution,
-                         portrait_resolution=portrait_resolution)
+                         portrait_resolution=portrait_resolution, supersample=supersample)
+
+
+def _check_sizes(views: int, resolution: int, portrait_resolution: int, supersample: int) -> None:
+    if views < 1 or resolution < 8 or portrait_resolution < 8 or supersample < 1:
+        raise DataError(f"need views >= 1, resolutions >= 8 and supersample >= 1 (got views={views}, "
+                        f"resolution={resolution}, portrait resolution={portrait_resolution}, "
+                        f"supersample={supersample})")
 
 
 def synth_dataset(out: Path | str, *, subjects: int, views: int = 32, resolution: int = 64, seed: int = 0,
-                  portrait_resolution: int = 128, progress: bool = True, workers: int = 1,
+                  portrait_resolution: int = 128, supersample: int = SUPERSAMPLE, progress: bool = True,
+                  workers: int = 1,
                   on_subject: Callable[[int], None] | None = None) -> Path:
     """Write subjects 0..subjects-1 of dataset `seed` and index.json into `out`. Resumable: subjects
     already complete with the same parameters are kept, partial ones redone. `workers` > 1 renders
     subjects in that many processes. Returns `out`."""
     if subjects < 1:
         raise DataError(f"need at least one subject (got {subjects})")
-    if views < 1 or resolution < 8 or portrait_resolution < 8:
-        raise DataError(f"need views >= 1 and resolutions >= 8 (got views={views}, "
-                        f"resolution={resolution}, portrait resolution={portrait_resolution})")
+    _check_sizes(views, resolution, portrait_resolution, supersample)
     out = Path(out)
     if out.exists() and not out.is_dir():
         raise DataError(f"{out} exists and is not a folder")
@@ -487,7 +513,8 @@ def synth_dataset(out: Path | str, *, subjects: int, views: int = 32, resolution
             with ProcessPoolExecutor(max_workers=min(workers, subjects), mp_context=ctx,
                                      initializer=_worker_init) as pool:
                 futures = {pool.submit(_worker_subject, (str(out), i, seed, views, resolution,
-                                                         portrait_resolution)): i for i in range(subjects)}
+                                                         portrait_resolution, supersample)): i
+                           for i in range(subjects)}
                 for future in as_completed(futures):
                     done(futures[future], future.result())
         else:
@@ -495,7 +522,8 @@ def synth_dataset(out: Path | str, *, subjects: int, views: int = 32, resolution
             try:
                 for i in range(subjects):
                     done(i, synth_subject(out, i, dataset_seed=seed, views=views, resolution=resolution,
-                                          portrait_resolution=portrait_resolution, writer=writer))
+                                          portrait_resolution=portrait_resolution, supersample=supersample,
+                                          writer=writer))
             finally:
                 writer.close()
     finally:
@@ -503,7 +531,7 @@ def synth_dataset(out: Path | str, *, subjects: int, views: int = 32, resolution
             bar.close()
     write_json(out / "index.json", {"format": FORMAT, "seed": int(seed), "views": int(views),
                                     "resolution": int(resolution), "portrait_resolution": int(portrait_resolution),
-                                    "subjects": entries})
+                                    "supersample": int(supersample), "subjects": entries})
     return out
 
 
@@ -513,7 +541,7 @@ def load_attributes(folder: Path | str) -> AvatarAttributes:
 
 
 __all__ = [
-    "FORMAT", "GENERATOR", "SDFGrid", "avatar_mesh_ply", "portrait_camera", "render_avatar", "render_views",
+    "FORMAT", "GENERATOR", "SUPERSAMPLE", "SDFGrid", "avatar_mesh_ply", "portrait_camera", "render_avatar", "render_views",
     "sdf_grid", "shade", "subject_cameras", "subject_complete", "subject_id", "subject_seed", "subject_split",
     "synth_dataset", "synth_subject", "trace", "view_angles",
 ]

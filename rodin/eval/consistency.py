@@ -149,7 +149,9 @@ def ground_truth_views(folder: Path | str, *, frames: int, resolution: int, elev
         attributes = load_attributes(folder)
     except (OSError, ValueError, KeyError, TypeError) as err:
         raise DataError(f"{folder}: not a generated subject ({err})") from None
-    if made_by != GENERATOR:
+    # Colour is shaded at each pixel centre's own surface point, whatever supersampling the dataset used:
+    # the reprojection assumes that a pixel's colour belongs to the point at its depth.
+    if made_by not in (GENERATOR, "rodin-procedural/1"):
         raise DataError(f"{folder}: made by {made_by!r}, not {GENERATOR!r}; only generated subjects can be "
                         "re-rendered for the reference")
     c2w = turntable_cameras_for(frames, elevation)
