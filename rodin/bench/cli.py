@@ -36,8 +36,10 @@ def run_command(name: str, *, quick: bool = False, steps: int | None = None, sub
         return
     options: dict = {"quick": quick}
     overrides = parse_settings(settings or [])
-    if name != "fit" and (overrides or supersample is not None):
-        raise ConfigError("--set and --supersample apply to `rodin bench fit` only")
+    if name != "fit" and overrides:
+        raise ConfigError("--set applies to `rodin bench fit` only")
+    if name != "fit" and supersample is not None:
+        raise ConfigError("--supersample applies to `rodin bench fit` only")
     if name not in FITTING and (steps is not None or subjects is not None):
         raise ConfigError(f"--steps and --subjects apply to `rodin bench {'|'.join(FITTING)}` only")
     if model is not None:
