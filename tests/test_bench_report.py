@@ -134,7 +134,8 @@ def test_bench_fit_overrides_are_checked_before_any_work(tmp_path, monkeypatch, 
     for args, words in ((["fit", "--set", "plane_rate=0.04"], "unknown key 'plane_rate'"),
                         (["fit", "--set", "patch=wide"], "must be an integer"),
                         (["fit", "--set", "patch"], "KEY=VALUE"),
-                        (["synth", "--set", "patch=1"], "applies to `rodin bench fit` only")):
+                        (["synth", "--set", "patch=1"], "applies to `rodin bench fit` only"),
+                        (["synth", "--supersample", "2"], "--supersample applies to `rodin bench fit` only")):
         with pytest.raises(SystemExit) as exit_info:
             main(["bench", *args])
         err = capsys.readouterr().err.strip()
