@@ -66,6 +66,7 @@ def test_train_all_stage_by_stage_then_resumes_to_a_loadable_model(quick_tiny, t
                                                                              "eval"]
     card = (model / CARD).read_text()
     assert "not yet trained: prior, upsampler, refiner, judge, eval" in card
+    assert "| rays averaged per pixel | 9 (3 × 3) |" in card
     assert "| prior |" in card and "| — | — | not yet trained |" in card
 
     code, out, err = run_cli(*args, capsys=capsys)

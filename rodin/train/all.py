@@ -76,9 +76,11 @@ class Plan:
         return self.work / "identities" if self.preset.identities.subjects else self.data
 
     def dataset(self) -> dict[str, Any]:
+        from rodin.data.synth import SUPERSAMPLE
+
         d = self.preset.data
         return {"subjects": self.subjects, "views": d.views, "resolution": d.resolution,
-                "portrait_resolution": d.portrait_resolution, "seed": DATA_SEED}
+                "portrait_resolution": d.portrait_resolution, "seed": DATA_SEED, "supersample": SUPERSAMPLE}
 
 
 def _now() -> str:
@@ -189,15 +191,15 @@ def _data(plan: Plan, *, log, show_progress: bool, cpu: bool) -> dict:
 
     d = plan.dataset()
     synth_dataset(plan.data, subjects=d["subjects"], views=d["views"], resolution=d["resolution"], seed=d["seed"],
-                  portrait_resolution=d["portrait_resolution"], progress=show_progress)
+                  portrait_resolution=d["portrait_resolution"], supersample=d["supersample"], progress=show_progress)
     entries = json.loads((plan.data / "index.json").read_text())["subjects"]
     splits = [e.get("split", "train") for e in entries]
     figures = {**d, "train": splits.count("train"), "heldout": len(splits) - splits.count("train")}
     i = plan.preset.identities
     if i.subjects:
         synth_dataset(plan.identities, subjects=i.subjects, views=i.views, resolution=d["resolution"], seed=i.seed,
-                      portrait_resolution=d["portrait_resolution"], progress=show_progress,
-                      workers=max(1, min(4, os.cpu_count() or 1, i.subjects // 100)))
+                      portrait_resolution=d["portrait_resolution"], supersample=d["supersample"],
+                      progress=show_progress, workers=max(1, min(4, os.cpu_count() or 1, i.subjects // 100)))
         figures["identities"] = {"folder": str(plan.identities), "subjects": i.subjects, "views": i.views,
                                  "seed": i.seed}
     return figures

@@ -119,6 +119,12 @@ def key_figures(stage: str, figures: dict) -> str:
     return "; ".join(shown) or "—"
 
 
+def _rays_per_pixel(supersample) -> str:
+    if supersample is None:      # recorded before 2026-12-05: the generator shaded one point per pixel
+        return "1 (the generator before 2026-12-05)"
+    return f"{int(supersample) ** 2} ({int(supersample)} × {int(supersample)})"
+
+
 def model_card(record: dict, out: Path) -> str:
     """The card's Markdown."""
     from rodin.train.all import STAGES
@@ -162,6 +168,7 @@ def model_card(record: dict, out: Path) -> str:
         f"| views per subject | {number(data.get('views'))} of {data.get('resolution')}² px, "
         f"portrait {data.get('portrait_resolution')}² px |",
         f"| dataset seed | {data.get('seed')} |",
+        f"| rays averaged per pixel | {_rays_per_pixel(data.get('supersample'))} |",
         *identities_rows(held.get("identities")),
         f"| work folder (dataset, fit run; not shipped) | `{record.get('work')}` |",
         "",
