@@ -13,6 +13,9 @@ Rendering, per subject:
    material, the part's own SDF gives the normal (tetrahedral differences), and the grid gives a
    little ambient occlusion. Shading: Lambert + Blinn-Phong from three fixed world-space lights
    (the same for every view, so that the views agree for NeRF fitting) plus hemisphere ambient.
+4. Each pixel is the premultiplied mean of SUPERSAMPLE x SUPERSAMPLE such rays over its footprint, as
+   other renderers' pixels are; one ray per pixel (`supersample=1`, the generator before 2026-12-05)
+   aliases fine texture differently in every view.
 
 Output: RGBA, RGB on a transparent background (RGB = 0 where alpha = 0).
 
