@@ -26,6 +26,11 @@ the mean of those that do not (as `rodin train edits` measures z directions on l
 
 With --routed, the deltas are not measured here but taken as the product picks them from the edit's text:
 `pipe.edit_planes(text, strength)` (MODEL/edits' plane directions, already times `plane_gain`).
+
+With --steer T1,T2 (a model whose prompt reader holds value planes: `rodin train steering`), for each
+target T, `steerT`: z unedited, its head's planes steered as a prompt's are (`PromptReader.steer` with the
+reader's reading of the edit text, at target T): each avatar moves along the asked value's direction only
+as far as it lacks it, instead of by the same fixed amount.
 """
 
 from __future__ import annotations
@@ -56,6 +61,7 @@ def main() -> None:
     parser.add_argument("--edits", type=int, default=100)
     parser.add_argument("--triplanes", type=Path, help="the base's fit run, for the labelled deltas")
     parser.add_argument("--routed", action="store_true", help="deltas as the product routes the edit texts")
+    parser.add_argument("--steer", default="", help="targets of steered edits, comma-separated (e.g. 1.5,2)")
     parser.add_argument("--only", default="", help="variants to run, comma-separated (default: all)")
     parser.add_argument("--out", type=Path)
     args = parser.parse_args()
@@ -124,6 +130,18 @@ def main() -> None:
             after = planes_before + base.denormalise(labelled) - base.denormalise(torch.zeros_like(labelled))
         variants["labelled_after"] = (None, after)
         variants["labelled_resample"] = (before, ("resample", planes_before, head_before + labelled))
+    if args.steer:
+        from dataclasses import replace
+
+        reader = pipe.reader
+        if reader is None or reader.value_planes is None:
+            raise SystemExit(f"{args.model}: --steer needs a prompt reader with value planes (rodin train steering)")
+        said, kept_config = reader.config.said, reader.config
+        readings = [reader.read(text).named(said) for *_, text in cases]
+        for target in args.steer.split(","):
+            reader.config = replace(kept_config, steer=float(target))
+            variants[f"steer{target}"] = (before, reader.steer(head_before, readings, base.normalise))
+        reader.config = kept_config
     if args.only:
         variants = {k: v for k, v in variants.items() if k in args.only.split(",")}
     results = {}
