@@ -28,9 +28,9 @@ With --routed, the deltas are not measured here but taken as the product picks t
 `pipe.edit_planes(text, strength)` (MODEL/edits' plane directions, already times `plane_gain`).
 
 With --steer T1,T2 (a model whose prompt reader holds value planes: `rodin train steering`), for each
-target T, `steerT`: z unedited, its head's planes steered as a prompt's are (`PromptReader.steer` with the
-reader's reading of the edit text, at target T): each avatar moves along the asked value's direction only
-as far as it lacks it, instead of by the same fixed amount.
+target T, `steerT` ("steer1_5" for 1.5): z unedited, its head's planes steered as a prompt's are
+(`PromptReader.steer` with the reader's reading of the edit text, at target T): each avatar moves along the
+asked value's direction only as far as it lacks it, instead of by the same fixed amount.
 """
 
 from __future__ import annotations
@@ -140,7 +140,8 @@ def main() -> None:
         readings = [reader.read(text).named(said) for *_, text in cases]
         for target in args.steer.split(","):
             reader.config = replace(kept_config, steer=float(target))
-            variants[f"steer{target}"] = (before, reader.steer(head_before, readings, base.normalise))
+            name = "steer" + target.strip().replace(".", "_")      # a key BENCHMARKS' template can name
+            variants[name] = (before, reader.steer(head_before, readings, base.normalise))
         reader.config = kept_config
     if args.only:
         variants = {k: v for k, v in variants.items() if k in args.only.split(",")}
