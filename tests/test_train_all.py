@@ -184,3 +184,23 @@ def test_time_on_an_interrupted_stage_adds_up_over_sessions(tmp_path, monkeypatc
     entry = json.loads((plan.out / RECORD).read_text())["stages"]["data"]
     assert entry["sessions"] == 2 and entry["wall_s"] >= 0.2 and entry["figures"] == {"subjects": 6}
     assert entry["command"] == "rodin train all (second session)"
+
+
+def test_a_run_begun_before_averaged_pixels_keeps_one_ray_per_pixel(quick_tiny, tmp_path, capsys):
+    """A record from before the generator averaged rays names none: its data, half made or whole, has one ray
+    per pixel, and a resumed run must not remake it (or make the rest) with another kind of pixel."""
+    model, work = tmp_path / "model", tmp_path / "work"
+    args = ["train", "all", "--preset", "tiny", "--out", str(model), "--work", str(work), "--subjects", "2",
+            "--until", "data"]
+    code, _, err = run_cli(*args, capsys=capsys)
+    assert code == 0, err
+    first = work / "data" / "subject_00000" / "transforms.json"
+    assert json.loads(first.read_text())["rodin"]["supersample"] == 3
+    record = json.loads((model / RECORD).read_text())
+    del record["data"]["supersample"]
+    record["stages"] = {}
+    (model / RECORD).write_text(json.dumps(record))
+    code, _, err = run_cli(*args, capsys=capsys)
+    assert code == 0, err
+    assert json.loads(first.read_text())["rodin"]["supersample"] == 1
+    assert "| rays averaged per pixel | 1 (the generator before 2026-12-05) |" in (model / CARD).read_text()

@@ -61,6 +61,7 @@ class Plan:
     out: Path
     work: Path
     subjects: int
+    supersample: int | None = None    # the generator's rays per pixel side (None: its default, SUPERSAMPLE)
 
     @property
     def data(self) -> Path:
@@ -80,7 +81,8 @@ class Plan:
 
         d = self.preset.data
         return {"subjects": self.subjects, "views": d.views, "resolution": d.resolution,
-                "portrait_resolution": d.portrait_resolution, "seed": DATA_SEED, "supersample": SUPERSAMPLE}
+                "portrait_resolution": d.portrait_resolution, "seed": DATA_SEED,
+                "supersample": SUPERSAMPLE if self.supersample is None else self.supersample}
 
 
 def _now() -> str:
@@ -360,6 +362,10 @@ def train_all(out: Path, *, preset: Preset, work: Path | None = None, subjects: 
     out.mkdir(parents=True, exist_ok=True)
     plan = Plan(preset=preset, out=out, work=work, subjects=subjects)
     progress = Progress(plan, command)
+    # A run keeps the pixels it started with: one begun before the generator averaged rays (2026-12-05)
+    # recorded none, and its data, half made or whole, has one ray per pixel.
+    plan = replace(plan, supersample=int((progress.record.get("data") or {}).get("supersample", 1)))
+    progress.plan = plan
     progress.write()
     for k, stage in enumerate(STAGES[:STAGES.index(last) + 1], start=1):
         if progress.finished(stage):
