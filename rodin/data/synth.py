@@ -544,7 +544,8 @@ def load_attributes(folder: Path | str) -> AvatarAttributes:
 
 
 __all__ = [
-    "FORMAT", "GENERATOR", "SUPERSAMPLE", "SDFGrid", "avatar_mesh_ply", "portrait_camera", "render_avatar", "render_views",
+    "FORMAT", "GENERATOR", "SUPERSAMPLE", "SDFGrid", "avatar_mesh_ply", "portrait_camera", "render_avatar",
+    "render_views",
     "sdf_grid", "shade", "subject_cameras", "subject_complete", "subject_id", "subject_seed", "subject_split",
     "synth_dataset", "synth_subject", "trace", "view_angles",
 ]
