@@ -110,6 +110,9 @@ class Progress:
         self.lock = threading.Lock()
         self.record = self._load()
         self._check_identity()
+        # A run keeps the pixels it started with: one begun before the generator averaged rays (2026-12-05)
+        # recorded none, and its data, half made or whole, has one ray per pixel.
+        self.plan = replace(plan, supersample=int((self.record.get("data") or {}).get("supersample", 1)))
         if command not in self.record["commands"]:
             self.record["commands"].append(command)
         self.command = command
@@ -362,10 +365,7 @@ def train_all(out: Path, *, preset: Preset, work: Path | None = None, subjects: 
     out.mkdir(parents=True, exist_ok=True)
     plan = Plan(preset=preset, out=out, work=work, subjects=subjects)
     progress = Progress(plan, command)
-    # A run keeps the pixels it started with: one begun before the generator averaged rays (2026-12-05)
-    # recorded none, and its data, half made or whole, has one ray per pixel.
-    plan = replace(plan, supersample=int((progress.record.get("data") or {}).get("supersample", 1)))
-    progress.plan = plan
+    plan = progress.plan                      # the plan as the run began it (its pixels)
     progress.write()
     for k, stage in enumerate(STAGES[:STAGES.index(last) + 1], start=1):
         if progress.finished(stage):
