@@ -44,11 +44,11 @@ from pathlib import Path
 import numpy as np
 import torch
 
-from rodin.eval.semantic import _generate, edit_cases, judge_planes, prompt_cases
+from rodin.eval.semantic import _generate, edit_cases, judge_planes, kept_attributes, prompt_cases
 from rodin.io import write_json
 from rodin.pipeline import RodinPipeline
 from rodin.semantic.edit import edit_texts
-from rodin.semantic.judge import JUDGED, dataset_subjects, load_judge
+from rodin.semantic.judge import dataset_subjects, load_judge
 
 
 def main() -> None:
@@ -157,8 +157,7 @@ def main() -> None:
         success, kept = [], []
         for (_, attr, value, _), was, now in zip(cases, judged_before, judged):
             success.append(now[attr] == value)
-            others = [n for n in JUDGED if n != attr and not (attr.startswith("hair") and n.startswith("hair"))]
-            kept.extend(now[n] == was[n] for n in others)
+            kept.extend(now[n] == was[n] for n in kept_attributes(attr))
         results[name] = {"edit_success": round(float(np.mean(success)), 3),
                          "edit_preservation": round(float(np.mean(kept)), 3)}
         print(f"{name:>14}: {results[name]}  ({time.time() - began:.0f} s)", flush=True)

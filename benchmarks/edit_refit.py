@@ -31,7 +31,7 @@ def main() -> None:
     parser.add_argument("--out", type=Path)
     args = parser.parse_args()
 
-    from rodin.eval.semantic import JUDGED, _generate, edit_cases, judge_planes, prompt_cases
+    from rodin.eval.semantic import _generate, edit_cases, judge_planes, kept_attributes, prompt_cases
     from rodin.fit.portrait import edited_portrait, fit_to_portrait
     from rodin.io import write_json
     from rodin.pipeline import RodinPipeline
@@ -74,7 +74,7 @@ def main() -> None:
         success, kept = [], []
         for (_, name, value, _), was, now in zip(cases, judged_before, judged_after):
             success.append(now[name] == value)
-            others = [n for n in JUDGED if n != name and not (name.startswith("hair") and n.startswith("hair"))]
+            others = kept_attributes(name)
             kept.extend(now[n] == was[n] for n in others)
         figures[variant] = {"edit_success": float(np.mean(success)), "edit_preservation": float(np.mean(kept)),
                             "seconds": round(time.perf_counter() - started, 1)}

@@ -55,11 +55,11 @@ def main() -> None:
     args = parser.parse_args()
     variants = args.variant or ["mean", "mean:shrink2", "joint:1", "mean:pca64", "subject"]
 
-    from rodin.eval.semantic import _generate, edit_cases, judge_planes, prompt_cases
+    from rodin.eval.semantic import _generate, edit_cases, judge_planes, kept_attributes, prompt_cases
     from rodin.fit.store import TriplaneStore
     from rodin.io import write_json
     from rodin.pipeline import RodinPipeline
-    from rodin.semantic.judge import JUDGED, dataset_subjects, load_judge
+    from rodin.semantic.judge import dataset_subjects, load_judge
     from rodin.train.base import load_plane_sets
     from rodin.triplane.triplane import resize_planes
 
@@ -168,8 +168,7 @@ def main() -> None:
         success, kept = [], []
         for (_, attr, value, _), was, now in zip(cases, judged_before, judged):
             success.append(now[attr] == value)
-            kept.extend(now[n] == was[n] for n in JUDGED
-                        if n != attr and not (attr.startswith("hair") and n.startswith("hair")))
+            kept.extend(now[n] == was[n] for n in kept_attributes(attr))
         key = variant.replace(":", "_").replace(".", "_")     # a JSON key BENCHMARKS.md can name
         results[key] = {"edit_success": round(float(np.mean(success)), 3),
                             "edit_preservation": round(float(np.mean(kept)), 3),

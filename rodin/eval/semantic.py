@@ -292,6 +292,12 @@ def edit_cases(truth: list[dict], count: int, rng: random.Random) -> list[tuple[
     return cases
 
 
+def kept_attributes(edited: str) -> list[str]:
+    """The attributes an edit of `edited` should leave alone: all others, except that an edit of the hair's
+    style or colour may change the other (a bald head has no colour)."""
+    return [n for n in JUDGED if n != edited and not (edited.startswith("hair") and n.startswith("hair"))]
+
+
 def edit_figures(pipe, judge: AttributeJudge, latents: torch.Tensor, cases: list[tuple[int, str, str, str]], *,
                  strength: float, generate: Callable[..., torch.Tensor], seed: int = 0,
                  judged_before: list[dict] | None = None,
@@ -331,7 +337,7 @@ def edit_figures(pipe, judge: AttributeJudge, latents: torch.Tensor, cases: list
     success, kept, success_shown, kept_shown = [], [], [], []
     for (row, name, value, _), was, now in zip(cases, judged_before, judged_after):
         success.append(now[name] == value)
-        others = [n for n in JUDGED if n != name and not (name.startswith("hair") and n.startswith("hair"))]
+        others = kept_attributes(name)
         kept.extend(now[n] == was[n] for n in others)
         if truth is not None:
             asked = {**truth[row], name: value}
